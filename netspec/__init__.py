@@ -1,0 +1,46 @@
+"""netspec: a declarative architecture-spec compiler for convolutional networks.
+
+>>> graph = netspec.load("specs/lenet5.net")          # doctest: +SKIP
+>>> sum(n.params for n in graph.nodes)                # doctest: +SKIP
+60840
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from netspec.errors import Diagnostic, NetspecError, Sources, render, render_all
+from netspec.ir import Graph, Node
+from netspec.lower import load_program, lower
+from netspec.passes import PASSES
+from netspec.summary import Summary, summarize
+
+__version__ = "0.1.0"
+__all__ = ["Diagnostic", "Graph", "NetspecError", "Node", "Sources", "Summary", "load", "render", "render_all",
+           "split_spec", "summarize"]
+
+
+def split_spec(spec: str | Path) -> tuple[Path, str | None]:
+    """`specs/resnet.net:ResNet50` -> (path, "ResNet50"); a plain path selects the file's only network."""
+    text = str(spec)
+    head, sep, tail = text.rpartition(":")
+    if sep and head and tail.isidentifier() and not Path(text).exists():
+        return Path(head), tail
+    return Path(text), None
+
+
+def load(spec: str | Path, sources: Sources | None = None, **overrides: Any) -> Graph:
+    """Parse, resolve and analyse a spec; raise NetspecError with every diagnostic found."""
+    path, network = split_spec(spec)
+    program = load_program(path, sources)
+    graph = lower(program, network, overrides)
+    for run_pass in PASSES:
+        graph = run_pass(graph)
+    if graph.diagnostics:
+        raise NetspecError(sorted(graph.diagnostics, key=_position))
+    return graph
+
+
+def _position(d: Diagnostic) -> tuple:
+    return (0, "", 0, 0) if d.span is None else (1, d.span.file, d.span.line, d.span.col)

@@ -1,0 +1,148 @@
+"""The `netspec` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from netspec.errors import Diagnostic, NetspecError, Sources, render_all
+
+EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    """`classes=10` -> ("classes", 10); the value is a spec expression, never Python."""
+    from netspec.evaluate import evaluate
+    from netspec.parse import parse
+
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        module = parse(f"let {key} = {value}", "--set")
+        return key, evaluate(module.items[0].value, {}.__getitem__, allow_symbol=True)
+    except NetspecError as err:
+        raise argparse.ArgumentTypeError(f"cannot read --set {text}: {err.diagnostics[0].message}") from None
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f} {suffix}{unit}"
+    return f"{n:g} {unit}".rstrip()
+
+
+def _print_summary(summary, fmt: str) -> None:
+    if fmt == "json":
+        print(summary.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    args = ", ".join(f"{k}={v}" for k, v in summary.arguments.items())
+    table = Table(title=f"{summary.network}({args})  {summary.file}", title_justify="left")
+    for column, justify in (("layer", "left"), ("op", "left"), ("output shape", "left"), ("params", "right"),
+                            ("MACs", "right")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    for row in summary.rows:
+        params = f"{row.params:,}" if row.params else "-"
+        if row.params and row.trainable != row.params:
+            params += " (frozen)" if row.trainable == 0 else f" ({row.params - row.trainable:,} frozen)"
+        table.add_row("  " * row.depth + row.name, row.op, "[" + ", ".join(map(str, row.shape)) + "]", params,
+                      f"{row.macs:,}" if row.macs else "-")
+    console.print(table)
+    t = summary.totals
+    console.print(f"Params:      {t.params:,} (trainable {t.trainable:,}, non-trainable {t.non_trainable:,})")
+    console.print(f"Buffers:     {t.buffers:,} (batch-norm statistics; not parameters)")
+    console.print(f"MACs:        {t.macs:,} ({_human(t.macs)}) multiply-accumulates per sample")
+    console.print(f"FLOPs:       {t.flops:,} ({_human(t.flops)}) = 2 x MACs")
+    console.print(f"Activations: {t.activation_bytes:,} bytes ({_human(t.activation_bytes, 'B')}) "
+                  "float32 outputs of every layer, batch 1")
+
+
+def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps({"ok": False, "errors": [d.to_json() for d in diagnostics]}, indent=2))
+    else:
+        print(render_all(diagnostics, sources), file=sys.stderr)
+
+
+def cmd_check(options: argparse.Namespace) -> int:
+    import netspec
+
+    sources = Sources()
+    try:
+        graph = netspec.load(options.spec, sources, **dict(options.set))
+    except NetspecError as err:
+        _report_errors(err.diagnostics, sources, options.format)
+        top_level_missing = all(d.code == "NS209" and d.span is None for d in err.diagnostics)
+        return EXIT_USAGE if top_level_missing else EXIT_SPEC_ERROR
+    depth = None if options.expand else (options.depth or (1 if options.collapse else None))
+    _print_summary(netspec.summarize(graph, depth), options.format)
+    return EXIT_OK
+
+
+def cmd_ops(options: argparse.Namespace) -> int:
+    from netspec.ops import OPS
+
+    for name, op in sorted(OPS.items()):
+        if op.inputs == 0:
+            continue
+        fields = op.Args.model_fields
+        signature = ", ".join(f if info.is_required() else f"{f}={info.default!r}" for f, info in fields.items())
+        print(f"{name}({signature})\n    {op.summary}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netspec", description="Declarative architecture specs for CNNs.")
+    from netspec import __version__
+
+    parser.add_argument("--version", action="version", version=f"netspec {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="validate a spec and print shapes, parameters and MACs",
+                                description="Validate a spec; print every layer's output shape, parameter count "
+                                            "and MACs, then the totals. Exit 0: valid, 1: errors, 2: usage.")
+    check.add_argument("spec", help="a .net file, or file.net:Network to pick one of several networks")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    view = check.add_mutually_exclusive_group()
+    view.add_argument("--expand", action="store_true", help="one row per layer (the default)")
+    view.add_argument("--collapse", action="store_true", help="one row per top-level block or group")
+    view.add_argument("--depth", type=int, metavar="N", help="collapse scopes nested N deep into one row")
+    check.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                       help="override a network parameter, e.g. --set classes=10 (repeatable)")
+    check.set_defaults(run=cmd_check)
+
+    ops = commands.add_parser("ops", help="list the layer types a spec can use")
+    ops.set_defaults(run=cmd_ops)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if getattr(options, "depth", None) is not None and options.depth < 1:
+        parser.error("--depth must be at least 1")
+    try:
+        return options.run(options)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as err:  # a bug in netspec, not a mistake in the spec
+        if os.environ.get("NETSPEC_DEBUG"):
+            raise
+        print(f"netspec: internal error: {type(err).__name__}: {err}\n"
+              "This is a bug in netspec; rerun with NETSPEC_DEBUG=1 for the traceback and report it.",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Errors are values: a code, a span and a message, rendered in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of a source file; lines and columns count from 1."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        where = None
+        if self.span is not None:
+            s = self.span
+            where = {"file": s.file, "line": s.line, "col": s.col, "end_line": s.end_line, "end_col": s.end_col}
+        return {"code": self.code, "message": self.message, "span": where, "hint": self.hint, "notes": list(self.notes)}
+
+
+class NetspecError(Exception):
+    """One or more diagnostics; the spec is rejected."""
+
+    def __init__(self, diagnostics: list[Diagnostic] | Diagnostic):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(f"{d.span or '<netspec>'}: error[{d.code}]: {d.message}" for d in self.diagnostics))
+
+
+class ShapeRuleError(Exception):
+    """Raised by an op's hooks; the pass that called it attaches the node's span."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+@dataclass
+class Sources:
+    """The text of every file read, so any diagnostic can show its line."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def line(self, file: str, number: int) -> str | None:
+        text = self.texts.get(file)
+        if text is None:
+            return None
+        lines = text.splitlines()
+        if 1 <= number <= len(lines):
+            return lines[number - 1]
+        return "" if number == len(lines) + 1 else None
+
+
+def render(diagnostic: Diagnostic, sources: Sources | None = None) -> str:
+    """`file:line:col: error[NSxxx]: message`, the source line, a caret, then hint and notes."""
+    d = diagnostic
+    where = f"{d.span}: " if d.span else ""
+    out = [f"{where}error[{d.code}]: {d.message}"]
+    if d.span and sources is not None:
+        text = sources.line(d.span.file, d.span.line)
+        if text is not None:
+            text = text.expandtabs(1)
+            gutter = str(d.span.line)
+            pad = " " * len(gutter)
+            width = 1
+            if d.span.end_line == d.span.line and d.span.end_col > d.span.col:
+                width = d.span.end_col - d.span.col
+            width = max(1, min(width, len(text) - d.span.col + 1)) if len(text) >= d.span.col else 1
+            out.append(f"{pad} |")
+            out.append(f"{gutter} | {text}")
+            out.append(f"{pad} | {' ' * (d.span.col - 1)}{'^' * width}")
+    for note in d.notes:
+        out.append(f"  = note: {note}")
+    if d.hint:
+        out.append(f"  = hint: {d.hint}")
+    return "\n".join(out)
+
+
+def render_all(diagnostics: list[Diagnostic], sources: Sources | None = None, limit: int = 50) -> str:
+    shown = [render(d, sources) for d in diagnostics[:limit]]
+    if len(diagnostics) > limit:
+        shown.append(f"... and {len(diagnostics) - limit} more errors")
+    count = len(diagnostics)
+    shown.append(f"{count} error{'s' if count != 1 else ''} found")
+    return "\n\n".join(shown[:-1]) + "\n" + shown[-1]
+
+
+def did_you_mean(name: str, candidates) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

@@ -1,0 +1,88 @@
+"""The validated graph: what every pass and backend consumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+from netspec.errors import Diagnostic, Span
+from netspec.ops import OPS, OpArgs
+
+
+class Node(BaseModel):
+    """One layer instance. `name` is its scoped module path, e.g. `layer1.0.conv1`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    op: str
+    args: SerializeAsAny[OpArgs]
+    inputs: list[str]
+    span: Span | None = Field(default=None, exclude=True)
+    scope: tuple[str, ...] = ()  # enclosing scopes, outermost first, e.g. ("layer1", "layer1.0")
+
+    # Filled by the passes (netspec.passes); None until then.
+    shape: tuple[int, ...] | None = None
+    params: int | None = None
+    trainable: int | None = None
+    buffers: int | None = None
+    macs: int | None = None
+
+
+class Scope(BaseModel):
+    """A block instance or group: what `--depth` collapses into one row."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: str
+    kind: str  # a block's name, or "group"
+    span: Span | None = Field(default=None, exclude=True)
+
+
+class ShapeCheck(BaseModel):
+    """A block's declared input shape, checked against what reaches it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    value: str
+    expected: tuple[int, ...]
+    block: str
+    span: Span | None = Field(default=None, exclude=True)
+
+
+class Graph(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    file: str
+    arguments: dict[str, Any] = {}
+    input: str
+    input_shape: tuple[int, ...]
+    output: str
+    nodes: list[Node]
+    scopes: dict[str, Scope] = {}
+    checks: list[ShapeCheck] = []
+    diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def validate(graph: Graph) -> None:
+    """Structural invariants every pass must keep; used by the tests after each pass."""
+    seen: set[str] = set()
+    for node in graph.nodes:
+        assert node.op in OPS, f"{node.name}: unknown op {node.op}"
+        assert node.name not in seen, f"{node.name}: duplicate"
+        assert isinstance(node.args, OPS[node.op].Args), f"{node.name}: args of the wrong type"
+        for source in node.inputs:
+            assert source in seen, f"{node.name}: input {source} is not defined before it"
+        arity = OPS[node.op].inputs
+        assert arity is None or len(node.inputs) == arity, f"{node.name}: {len(node.inputs)} inputs"
+        seen.add(node.name)
+    assert graph.output in seen, "output is not a node"
+    assert graph.nodes and graph.nodes[0].name == graph.input, "the first node is the input"

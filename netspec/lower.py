@@ -1,0 +1,587 @@
+"""Semantic analysis: resolves imports, names, blocks and arguments into the graph IR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from netspec import ast
+from netspec.errors import Diagnostic, NetspecError, Sources, Span, did_you_mean
+from netspec.evaluate import Symbol, evaluate, show
+from netspec.ir import Graph, Node, Scope, ShapeCheck
+from netspec.ops import OPS
+from netspec.parse import parse
+
+MAX_REPEAT = 10_000
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+# Loading files --------------------------------------------------------------
+
+@dataclass
+class Definitions:
+    """What one file can see: its own blocks, networks and lets, and those of its imports."""
+
+    file: str
+    blocks: dict[str, ast.Block | ast.NetworkAlias] = field(default_factory=dict)
+    networks: list[str] = field(default_factory=list)  # defined in this file itself, in order
+    lets: dict[str, Any] = field(default_factory=dict)
+    homes: dict[str, Definitions] = field(default_factory=dict)  # block name -> the file that defines it
+
+
+@dataclass
+class Program:
+    root: Definitions
+    sources: Sources
+
+
+def read_source(path: Path, span: Span | None = None) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise NetspecError(Diagnostic("NS213", f"{path} is {size:,} bytes; specs are limited to "
+                                                   f"{MAX_FILE_BYTES:,}", span))
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise NetspecError(Diagnostic("NS209", f"file not found: {path}", span)) from None
+    except IsADirectoryError:
+        raise NetspecError(Diagnostic("NS209", f"{path} is a directory, not a spec file", span)) from None
+    except UnicodeDecodeError as err:
+        raise NetspecError(Diagnostic("NS100", f"{path} is not UTF-8 text (byte {err.start})", span)) from None
+    except OSError as err:
+        raise NetspecError(Diagnostic("NS209", f"cannot read {path}: {err.strerror}", span)) from None
+
+
+def load_program(path: str | Path, sources: Sources | None = None) -> Program:
+    """Parse a file and everything it imports."""
+    sources = sources if sources is not None else Sources()
+    loaded: dict[Path, Definitions] = {}
+    root = _load_file(Path(path), sources, loaded, [], None)
+    return Program(root, sources)
+
+
+def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], chain: list[Path],
+               span: Span | None) -> Definitions:
+    key = path.resolve()
+    if key in chain:
+        cycle = " -> ".join(p.name for p in chain[chain.index(key):] + [key])
+        raise NetspecError(Diagnostic("NS208", f"import cycle: {cycle}", span))
+    if key in loaded:
+        return loaded[key]
+    if len(chain) >= MAX_DEPTH:
+        raise NetspecError(Diagnostic("NS213", f"imports nest deeper than {MAX_DEPTH} files", span))
+    name = str(path)
+    text = read_source(path, span)
+    sources.texts[name] = text.lstrip("\ufeff")
+    module = parse(text, name)
+    defs = Definitions(name)
+    errors: list[Diagnostic] = []
+    first_seen: dict[str, Span] = {}
+
+    for item in module.items:
+        if isinstance(item, ast.Import):
+            try:
+                imported = _load_file(path.parent / item.path, sources, loaded, chain + [key], item.span)
+            except NetspecError as err:
+                errors.extend(err.diagnostics)
+                continue
+            for block_name, block in imported.blocks.items():
+                defs.blocks.setdefault(block_name, block)
+                defs.homes.setdefault(block_name, imported.homes[block_name])
+            for let_name, value in imported.lets.items():
+                defs.lets.setdefault(let_name, value)
+            continue
+        if item.name in first_seen:
+            errors.append(Diagnostic("NS206", f"'{item.name}' is defined twice in this file", item.span,
+                                     notes=(f"first defined at {first_seen[item.name]}",)))
+            continue
+        first_seen[item.name] = item.span
+        if isinstance(item, ast.Let):
+            try:
+                defs.lets[item.name] = evaluate(item.value, defs.lets.__getitem__, lambda: list(defs.lets))
+            except NetspecError as err:
+                errors.extend(err.diagnostics)
+        else:
+            defs.blocks[item.name] = item
+            defs.homes[item.name] = defs
+            if isinstance(item, ast.NetworkAlias) or item.is_network:
+                defs.networks.append(item.name)
+    if errors:
+        raise NetspecError(errors)
+    loaded[key] = defs
+    return defs
+
+
+# Instantiation ---------------------------------------------------------------
+
+_POISON = None  # the value of anything whose definition had an error; its users stay silent
+
+
+@dataclass
+class Frame:
+    """One body being instantiated: a network, a block instance or a group."""
+
+    defs: Definitions
+    prefix: str
+    counter: list[int]  # shared with spread blocks, which continue their caller's numbering
+    params: dict[str, Any]
+    scope: tuple[str, ...]
+    stack: tuple[str, ...]  # block names being instantiated, to catch recursion
+    parent: Frame | None = None  # groups see their enclosing names
+    values: dict[str, str | None] = field(default_factory=dict)
+    value_spans: dict[str, Span] = field(default_factory=dict)
+
+    def lookup_param(self, name: str) -> Any:
+        frame: Frame | None = self
+        while frame is not None:
+            if name in frame.params:
+                return frame.params[name]
+            frame = frame.parent
+        return self.defs.lets[name]
+
+    def param_names(self) -> list[str]:
+        names, frame = set(self.defs.lets), self
+        while frame is not None:
+            names |= set(frame.params)
+            frame = frame.parent
+        return sorted(names)
+
+    def lookup_value(self, name: str) -> str | None:
+        frame: Frame | None = self
+        while frame is not None:
+            if name in frame.values:
+                return frame.values[name]
+            frame = frame.parent
+        raise KeyError(name)
+
+    def value_names(self) -> list[str]:
+        names, frame = set(), self
+        while frame is not None:
+            names |= set(frame.values)
+            frame = frame.parent
+        return sorted(names)
+
+    def child_name(self, label: str | None) -> str:
+        local = label if label is not None else str(self.counter[0])
+        self.counter[0] += 1
+        return f"{self.prefix}.{local}" if self.prefix else local
+
+    def evaluate(self, expr: ast.Expr, allow_symbol: bool = False) -> Any:
+        return evaluate(expr, self.lookup_param, self.param_names, allow_symbol)
+
+
+# pydantic's wording names Python types; these name the spec's.
+_FRIENDLY = {
+    "tuple_type": "expected an integer or a pair [h, w]",
+    "int_type": "expected an integer",
+    "bool_type": "expected true or false",
+    "float_type": "expected a number",
+    "list_type": "expected a list",
+}
+
+_NO_INPUT = object()  # the incoming value of a network's root body: its `input` creates the graph input
+
+
+class Lowering:
+    def __init__(self, program: Program):
+        self.program = program
+        self.nodes: list[Node] = []
+        self.node_spans: dict[str, Span] = {}
+        self.scopes: dict[str, Scope] = {}
+        self.checks: list[ShapeCheck] = []
+        self.errors: list[Diagnostic] = []
+        self.input_name: str | None = None
+        self.input_shape: tuple[int, ...] | None = None
+
+    def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
+        self.errors.append(Diagnostic(code, message, span, hint, tuple(notes)))
+
+    # network entry -----------------------------------------------------------
+
+    def network(self, name: str, overrides: dict[str, Any]) -> Graph:
+        defs = self.program.root
+        item = defs.blocks[name]
+        frame = Frame(defs, "", [0], {}, (), (name,))
+        self._bind_network_params(item, overrides, frame)
+        if isinstance(item, ast.NetworkAlias):
+            output = self._run_step(item.step, frame, _NO_INPUT, root_alias=True)
+        else:
+            output = self._run_body(item.body, frame, _NO_INPUT, item)
+        if self.input_name is None and not self.errors:
+            self.error("NS210", f"network '{name}' declares no input", item.span,
+                       "start its body with an input shape, e.g. `input x: [3, 224, 224]`")
+        if self.errors:  # keep what was built, so the shape pass can still report independent mistakes
+            output = self.nodes[-1].name if self.nodes else ""
+        return Graph(name=name, file=defs.file, arguments=frame.params, input=self.input_name or "",
+                     input_shape=self.input_shape or (), output=output, nodes=self.nodes, scopes=self.scopes,
+                     checks=self.checks, diagnostics=self.errors)
+
+    def _bind_network_params(self, item, overrides: dict[str, Any], frame: Frame) -> None:
+        declared = {p.name for p in item.params}
+        for key in overrides:
+            if key not in declared:
+                hint = did_you_mean(key, declared) or (f"it takes {', '.join(sorted(declared))}" if declared
+                                                       else "it takes no parameters")
+                self.error("NS202", f"network '{item.name}' has no parameter '{key}'", item.span, hint)
+        for param in item.params:
+            if param.name in overrides:
+                frame.params[param.name] = overrides[param.name]
+            elif param.default is not None:
+                frame.params[param.name] = self._eval(frame, param.default, allow_symbol=True)
+            else:
+                self.error("NS204", f"network parameter '{param.name}' has no default and was not set",
+                           param.span, f"pass it with --set {param.name}=VALUE")
+
+    # bodies and statements --------------------------------------------------
+
+    def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None) -> Any:
+        for position, stmt in enumerate(body):
+            if isinstance(stmt, ast.Input):
+                if position != 0 or owner is None:
+                    self.error("NS203", "`input` must be the first statement of a block or network", stmt.span)
+                    continue
+                current = self._declare_input(stmt, frame, current, owner)
+            elif isinstance(stmt, ast.Assign):
+                current = self._run_chain(stmt.chain, frame, current)
+                self._bind(frame, stmt.target, current, stmt.span)
+            else:
+                current = self._run_chain(stmt, frame, current)
+        if current is _NO_INPUT:
+            return _POISON
+        return current
+
+    def _declare_input(self, stmt: ast.Input, frame: Frame, current, owner: ast.Block):
+        shape = None
+        if stmt.shape is not None:
+            value = self._eval(frame, stmt.shape)
+            if value is not _POISON:
+                shape = self._shape_value(value, stmt.shape.span)
+        if current is _NO_INPUT:
+            if stmt.shape is None:
+                self.error("NS210", f"'{owner.name}' is used as a network but its input has no shape",
+                           stmt.span, f"declare it: `input {stmt.name}: [C, H, W]`")
+                return _POISON
+            if shape is None:
+                return _POISON
+            self.input_name, self.input_shape = stmt.name, shape
+            name = f"{frame.prefix}.{stmt.name}" if frame.prefix else stmt.name
+            self._emit(name, "input", {"shape": shape}, [], stmt.span, frame)
+            current = name
+        elif shape is not None and current is not _POISON:
+            self.checks.append(ShapeCheck(value=current, expected=shape, block=owner.name, span=stmt.span))
+        self._bind(frame, stmt.name, current, stmt.span)
+        return current
+
+    def _shape_value(self, value, span: Span) -> tuple[int, ...] | None:
+        if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                for v in value):
+            self.error("NS203", f"an input shape is a list of integers such as [3, 224, 224], got {show(value)}",
+                       span)
+            return None
+        if any(v <= 0 for v in value):
+            self.error("NS303", f"input shape {show(value)} has a non-positive dimension", span)
+            return None
+        if any(v > 2**31 for v in value):
+            self.error("NS213", f"input shape {show(value)} has a dimension over 2^31", span)
+            return None
+        return tuple(value)
+
+    def _bind(self, frame: Frame, name: str, value, span: Span) -> None:
+        if name in frame.values:
+            self.error("NS206", f"duplicate name '{name}'", span, notes=(f"first bound at {frame.value_spans[name]}",))
+            return
+        frame.values[name] = value
+        frame.value_spans[name] = span
+
+    def _run_chain(self, chain: ast.Chain, frame: Frame, current) -> Any:
+        for step in chain.steps:
+            current = self._run_step(step, frame, current)
+        return current
+
+    # steps --------------------------------------------------------------------
+
+    def _run_step(self, step: ast.Step, frame: Frame, current, root_alias: bool = False) -> Any:
+        if step.condition is not None and not self._eval(frame, step.condition):
+            return current
+        if step.label is not None and step.label in frame.values:
+            self.error("NS206", f"duplicate name '{step.label}'", step.label_span,
+                       notes=(f"first bound at {frame.value_spans[step.label]}",))
+            return _POISON
+        count = 1
+        if step.repeat is not None:
+            count = self._eval(frame, step.repeat)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                if count is not _POISON:
+                    self.error("NS203", f"a repeat count is a non-negative integer, got {show(count)}",
+                               step.repeat.span)
+                return _POISON
+            if count > MAX_REPEAT:
+                self.error("NS213", f"repeat count {count:,} exceeds the limit of {MAX_REPEAT:,}", step.repeat.span)
+                return _POISON
+            if step.label is not None and not isinstance(step.core, ast.Ref):
+                group = self._group(frame, step.label, step.span)
+                for _ in range(count):
+                    current = self._run_core(step.core, None, group, current, step)
+                self._bind(frame, step.label, current, step.label_span or step.span)
+                return current
+        for _ in range(count):
+            current = self._run_core(step.core, step.label, frame, current, step, root_alias)
+        if step.label is not None:
+            self._bind(frame, step.label, current, step.label_span or step.span)
+        return current
+
+    def _run_core(self, core, label: str | None, frame: Frame, current, step: ast.Step, root_alias=False):
+        if isinstance(core, ast.Ref):
+            return self._reference(frame, core.name, core.span)
+        if isinstance(core, ast.Group):
+            group = self._group(frame, label, core.span)
+            return self._run_body(core.body, group, current, None)
+        spread = isinstance(core, ast.Spread) or root_alias
+        call = core.call if isinstance(core, ast.Spread) else core
+        callee = call.callee
+        try:
+            bound = frame.lookup_param(callee)
+            if isinstance(bound, Symbol):
+                callee = bound.name
+        except KeyError:
+            pass
+        if callee in OPS and OPS[callee].inputs != 0:
+            return self._call_op(callee, call, label, frame, current)
+        block = frame.defs.blocks.get(callee)
+        if block is None:
+            known = [n for n, op in OPS.items() if op.inputs != 0] + list(frame.defs.blocks)
+            hint = did_you_mean(callee, known) or "see `netspec ops` for the layers netspec knows"
+            self.error("NS201", f"unknown layer or block '{callee}'", call.callee_span, hint)
+            for arg in call.args:  # still report mistakes inside the arguments
+                self._eval(frame, arg.value, allow_symbol=True)
+            return _POISON
+        return self._call_block(block, call, label, frame, current, spread)
+
+    def _group(self, frame: Frame, label: str | None, span: Span) -> Frame:
+        path = frame.child_name(label)
+        self._add_scope(path, "group", span)
+        return Frame(frame.defs, path, [0], {}, frame.scope + (path,), frame.stack, parent=frame)
+
+    def _reference(self, frame: Frame, name: str, span: Span):
+        try:
+            return frame.lookup_value(name)
+        except KeyError:
+            self.error("NS205", f"undefined name '{name}'", span,
+                       did_you_mean(name, frame.value_names()) or self._names_hint(frame))
+            return _POISON
+
+    @staticmethod
+    def _names_hint(frame: Frame) -> str | None:
+        names = frame.value_names()
+        return f"names defined here: {', '.join(names)}" if names else None
+
+    # ops ------------------------------------------------------------------------
+
+    def _call_op(self, op_name: str, call: ast.Call, label: str | None, frame: Frame, current):
+        op = OPS[op_name]
+        inputs = [current]
+        values: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        positional = list(op.positional)
+        ok = True
+        for arg in call.args:
+            if arg.name is None:
+                if op.inputs is None:  # merges take the names of the values they join
+                    if isinstance(arg.value, ast.Name):
+                        inputs.append(self._reference(frame, arg.value.id, arg.value.span))
+                    else:
+                        self.error("NS203", f"{op_name} takes the names of values to join, got an expression",
+                                   arg.span, f"bind it first: `y = ...`, then {op_name}(y)")
+                        ok = False
+                    continue
+                if not positional:
+                    self.error("NS211", f"too many positional arguments for {op_name}", arg.span,
+                               f"{op_name} takes {self._signature(op_name)}")
+                    ok = False
+                    continue
+                key = positional.pop(0)
+            else:
+                key = arg.name
+                if key not in op.Args.model_fields:
+                    self.error("NS202", f"{op_name} has no argument '{key}'", arg.span,
+                               did_you_mean(key, op.Args.model_fields) or f"{op_name} takes {self._signature(op_name)}")
+                    ok = False
+                    continue
+                if key in values:
+                    self.error("NS203", f"argument '{key}' given twice", arg.span)
+                    ok = False
+                    continue
+                if key in positional:
+                    positional.remove(key)
+            value = self._eval(frame, arg.value, allow_symbol=True)
+            if value is _POISON:
+                ok = False
+                continue
+            values[key], spans[key] = value, arg.value.span
+        args = self._validate(op_name, values, spans, call, frame) if ok else None
+        name = frame.child_name(label)
+        if args is None or any(v is _POISON for v in inputs) or current is _NO_INPUT:
+            if current is _NO_INPUT:
+                self.error("NS210", f"{op_name} has no input: the network has not declared one yet", call.span,
+                           "start the network with `input x: [C, H, W]`")
+            return _POISON
+        self._emit(name, op_name, args, inputs, call.span, frame)
+        return name
+
+    def _signature(self, op_name: str) -> str:
+        fields = OPS[op_name].Args.model_fields
+        ordered = [f for f in fields if f != "frozen"] + ["frozen"]  # the argument every op shares goes last
+        return "(" + ", ".join(f if fields[f].is_required() else f"{f}={show(fields[f].default)}"
+                               for f in ordered) + ")"
+
+    def _validate(self, op_name: str, values: dict, spans: dict, call: ast.Call, frame: Frame):
+        plain = {k: (v.name if isinstance(v, Symbol) else v) for k, v in values.items()}
+        try:
+            return OPS[op_name].Args.model_validate(plain)
+        except ValidationError as err:
+            reported: set = set()
+            for e in err.errors():
+                key = e["loc"][0] if e["loc"] else None
+                if key in reported:  # a union type reports once per alternative; one message is enough
+                    continue
+                reported.add(key)
+                span = spans.get(key, call.span)
+                original = values.get(key)
+                if isinstance(original, Symbol):
+                    self.error("NS205", f"undefined name '{original.name}'", span,
+                               did_you_mean(original.name, frame.param_names()))
+                elif e["type"] == "missing":
+                    self.error("NS204", f"{op_name} needs argument '{key}'", call.span,
+                               f"{op_name} takes {self._signature(op_name)}")
+                elif e["type"] in ("greater_than", "greater_than_equal") and isinstance(e.get("input"), int):
+                    limit = "positive" if e["type"] == "greater_than" else "non-negative"
+                    self.error("NS303", f"'{key}' of {op_name} must be {limit}, got {e['input']}", span)
+                else:
+                    message = _FRIENDLY.get(e["type"]) or e["msg"].removeprefix("Value error, ")
+                    got = f", got {show(original)}" if key else ""
+                    where = f"'{key}' of {op_name}" if key else op_name
+                    self.error("NS203", f"invalid {where}: {message[:1].lower()}{message[1:]}{got}", span)
+                if key is None:
+                    break
+            return None
+
+    def _emit(self, name: str, op: str, args, inputs: list[str], span: Span, frame: Frame) -> None:
+        if name in self.node_spans:
+            self.error("NS206", f"duplicate layer name '{name}'", span,
+                       notes=(f"first defined at {self.node_spans[name]}",))
+            return
+        if len(self.nodes) >= MAX_NODES:
+            self.errors.append(Diagnostic("NS213", f"the network has more than {MAX_NODES:,} layers", span))
+            raise NetspecError(self.errors)
+        if isinstance(args, dict):
+            args = OPS[op].Args.model_validate(args)
+        self.nodes.append(Node(name=name, op=op, args=args, inputs=inputs, span=span, scope=frame.scope))
+        self.node_spans[name] = span
+
+    def _add_scope(self, path: str, kind: str, span: Span) -> None:
+        self.scopes.setdefault(path, Scope(path=path, kind=kind, span=span))
+
+    # blocks -----------------------------------------------------------------------
+
+    def _call_block(self, block, call: ast.Call, label, frame: Frame, current, spread: bool):
+        if block.name in frame.stack:
+            cycle = " -> ".join(frame.stack[frame.stack.index(block.name):] + (block.name,))
+            self.error("NS207", f"block '{block.name}' instantiates itself: {cycle}", call.span)
+            return _POISON
+        if len(frame.stack) >= MAX_DEPTH:
+            self.error("NS213", f"blocks nest deeper than {MAX_DEPTH}", call.span)
+            return _POISON
+        home = frame.defs.homes[block.name]
+        if spread:
+            inner = Frame(home, frame.prefix, frame.counter, {}, frame.scope, frame.stack + (block.name,))
+        else:
+            path = frame.child_name(label)
+            inner = Frame(home, path, [0], {}, frame.scope + (path,), frame.stack + (block.name,))
+            self._add_scope(path, block.name, call.span)
+        if not self._bind_block_args(block, call, frame, inner):
+            return _POISON
+        if isinstance(block, ast.NetworkAlias):
+            return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
+        return self._run_body(block.body, inner, current, block)
+
+    def _bind_block_args(self, block, call: ast.Call, caller: Frame, inner: Frame) -> bool:
+        params = {p.name: p for p in block.params}
+        order = [p.name for p in block.params]
+        given: dict[str, Any] = {}
+        ok = True
+        for arg in call.args:
+            if arg.name is None:
+                remaining = [n for n in order if n not in given]
+                if not remaining:
+                    self.error("NS211", f"too many positional arguments for block '{block.name}'", arg.span,
+                               f"{block.name} takes ({', '.join(order)})")
+                    ok = False
+                    continue
+                key = remaining[0]
+            else:
+                key = arg.name
+                if key not in params:
+                    self.error("NS202", f"block '{block.name}' has no parameter '{key}'", arg.span,
+                               did_you_mean(key, order) or f"{block.name} takes ({', '.join(order)})")
+                    ok = False
+                    continue
+                if key in given:
+                    self.error("NS203", f"argument '{key}' given twice", arg.span)
+                    ok = False
+                    continue
+            value = self._eval(caller, arg.value, allow_symbol=True)
+            if value is _POISON:
+                ok = False
+            given[key] = value
+        for name in order:  # defaults may use earlier parameters, e.g. `mid=c // 4`
+            if name in given:
+                inner.params[name] = given[name]
+            elif params[name].default is not None:
+                value = self._eval(inner, params[name].default, allow_symbol=True)
+                ok = ok and value is not _POISON
+                inner.params[name] = value
+            else:
+                self.error("NS204", f"block '{block.name}' needs argument '{name}'", call.span,
+                           f"{block.name} takes ({', '.join(order)})")
+                ok = False
+        return ok
+
+    def _eval(self, frame: Frame, expr: ast.Expr, allow_symbol: bool = False):
+        try:
+            return frame.evaluate(expr, allow_symbol)
+        except NetspecError as err:
+            self.errors.extend(err.diagnostics)
+            return _POISON
+
+
+def select_network(program: Program, name: str | None) -> str:
+    defs = program.root
+    if name is not None:
+        if name not in defs.blocks or not (isinstance(defs.blocks[name], ast.NetworkAlias)
+                                           or defs.blocks[name].is_network):
+            hint = did_you_mean(name, defs.networks) or (
+                f"networks in this file: {', '.join(defs.networks)}" if defs.networks else None)
+            raise NetspecError(Diagnostic("NS210", f"{defs.file} defines no network '{name}'", None, hint))
+        return name
+    if not defs.networks:
+        raise NetspecError(Diagnostic("NS210", f"{defs.file} defines no network", None,
+                                      "declare one with `network Name { input x: [C, H, W] ... }`"))
+    if len(defs.networks) > 1:
+        raise NetspecError(Diagnostic("NS210", f"{defs.file} defines several networks; choose one",
+                                      None, "name it after the file: " + ", ".join(
+                                          f"{defs.file}:{n}" for n in defs.networks)))
+    return defs.networks[0]
+
+
+def lower(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:
+    """Instantiate one network of a loaded program as a graph (shapes not yet inferred).
+
+    Mistakes found here are in `graph.diagnostics`; the graph then holds the layers that were sound.
+    """
+    name = select_network(program, network)
+    return Lowering(program).network(name, overrides or {})

@@ -1,0 +1,119 @@
+"""The op registry: everything about a layer type sits in one class."""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+from netspec.errors import ShapeRuleError
+
+Shape = tuple[int, ...]
+
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _as_pair(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return tuple(value)
+    return value
+
+
+PositivePair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_as_pair)]
+NonNegativePair = Annotated[tuple[NonNegativeInt, NonNegativeInt], BeforeValidator(_as_pair)]
+
+
+class OpArgs(BaseModel):
+    """Validated arguments of one layer; `frozen` marks its parameters as not trained."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    frozen: bool = False
+
+
+class Op:
+    """A layer type. Subclasses set `name`, `Args`, `positional` and override the hooks.
+
+    `inputs` is the number of tensors the op consumes (None: one or more, for merges).
+    Shapes exclude the batch dimension: (C, H, W) for feature maps, (F,) for vectors.
+    """
+
+    name: ClassVar[str]
+    Args: ClassVar[type[OpArgs]] = OpArgs
+    positional: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[int | None] = 1
+    summary: ClassVar[str] = ""
+
+    def shape(self, args: Any, inputs: list[Shape]) -> Shape:
+        return inputs[0]
+
+    def params(self, args: Any, inputs: list[Shape], output: Shape) -> int:
+        """Learnable parameters (trainable or frozen)."""
+        return 0
+
+    def buffers(self, args: Any, inputs: list[Shape], output: Shape) -> int:
+        """Saved state that is not learnt, such as batch-norm running statistics."""
+        return 0
+
+    def macs(self, args: Any, inputs: list[Shape], output: Shape) -> int:
+        """Multiply-accumulates for one sample, by torchinfo's rule (docs/language.md)."""
+        return self.params(args, inputs, output)
+
+
+OPS: dict[str, Op] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    if cls.name in OPS:
+        raise RuntimeError(f"op {cls.name!r} registered twice")
+    OPS[cls.name] = cls()
+    return cls
+
+
+# Helpers shared by the shape rules ------------------------------------------
+
+def fail(code: str, message: str, hint: str | None = None) -> ShapeRuleError:
+    return ShapeRuleError(code, message, hint)
+
+
+def fmt(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def expect_rank(op: str, shape: Shape, rank: int) -> None:
+    if len(shape) == rank:
+        return
+    if rank == 3:
+        raise fail("NS305", f"{op} expects a feature map [C, H, W], got {fmt(shape)}",
+                    "a flattened vector cannot be convolved or pooled; move this layer before flatten()")
+    raise fail("NS305", f"{op} expects a vector [F], got {fmt(shape)}", "insert flatten() before it")
+
+
+def window_out(op: str, axis: str, size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+               ceil_mode: bool = False) -> int:
+    """(n + 2p - d(k-1) - 1) / s + 1, rounded down (or up with ceil_mode, as PyTorch does)."""
+    span = dilation * (kernel - 1) + 1
+    padded = size + 2 * padding
+    if span > padded:
+        shown = f"{size} + 2*{padding} = {padded}" if padding else f"{size}"
+        dil = f" (dilated to {span})" if dilation > 1 else ""
+        raise fail("NS302", f"{op} kernel {kernel}{dil} is larger than its input {axis} {shown}: "
+                            f"({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) // {stride} + 1 = "
+                            f"{(padded - span) // stride + 1}",
+                   "reduce the kernel, add padding, or remove a downsampling layer before it")
+    numerator = padded - span
+    out = (-(-numerator // stride) if ceil_mode else numerator // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # PyTorch: the last window must start inside the input or left padding
+    return out
+
+
+def elements(shape: Shape) -> int:
+    return prod(shape)

@@ -1,0 +1,41 @@
+"""Normalisation: batch norm and local response norm."""
+
+from __future__ import annotations
+
+from netspec.ops.base import Op, OpArgs, PositiveInt, register
+
+
+class BatchNormArgs(OpArgs):
+    eps: float = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+    track_running_stats: bool = True
+
+
+@register
+class BatchNorm(Op):
+    name = "batchnorm"
+    Args = BatchNormArgs
+    summary = "batch normalisation over channels (1-D for vectors, 2-D for feature maps)"
+
+    def params(self, args, inputs, output):
+        return 2 * inputs[0][0] if args.affine else 0
+
+    def buffers(self, args, inputs, output):
+        # running_mean, running_var and the num_batches_tracked counter, as PyTorch stores them
+        return 2 * inputs[0][0] + 1 if args.track_running_stats else 0
+
+
+class LrnArgs(OpArgs):
+    size: PositiveInt
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+@register
+class LocalResponseNorm(Op):
+    name = "lrn"
+    Args = LrnArgs
+    positional = ("size",)
+    summary = "local response normalisation across neighbouring channels (AlexNet)"

@@ -1,0 +1,273 @@
+"""Lark grammar -> syntax tree (netspec.ast), with a span on every node."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+
+from netspec import ast
+from netspec.errors import Diagnostic, NetspecError, Span
+
+GRAMMAR = Path(__file__).with_name("netspec.lark")
+
+# How terminals read in "expected ..." messages, where their pattern alone would not say.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "COMPARE": "a comparison",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*', '/', '//' or '%'",
+    "$END": "end of file",
+}
+_BRACKETS = {"(": ")", "[": "]", "{": "}"}
+
+
+@lru_cache(maxsize=1)
+def parser() -> Lark:
+    return Lark(GRAMMAR.read_text(), start="module", parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def _span(file: str, meta) -> Span:
+    if getattr(meta, "empty", False) or not hasattr(meta, "line"):
+        return Span(file, 1, 1, 1, 1)
+    return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _token_span(file: str, tok: Token) -> Span:
+    return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _number(text: str) -> str:
+    return text.replace("_", "")
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def s(self, meta) -> Span:
+        return _span(self.file, meta)
+
+    # top level
+    def module(self, meta, items):
+        return ast.Module(self.file, list(items))
+
+    def import_stmt(self, meta, c):
+        return ast.Import(str(c[0])[1:-1], self.s(meta))
+
+    def let_stmt(self, meta, c):
+        return ast.Let(str(c[0]), c[1], self.s(meta))
+
+    def block_def(self, meta, c):
+        name, params, body = c
+        return ast.Block(str(name), params or [], body, False, self.s(meta))
+
+    def network_body(self, meta, c):
+        name, params, body = c
+        return ast.Block(str(name), params or [], body, True, self.s(meta))
+
+    def network_alias(self, meta, c):
+        name, params, step = c
+        return ast.NetworkAlias(str(name), params or [], step, self.s(meta))
+
+    def params(self, meta, c):
+        return [p for p in c if p is not None]
+
+    def param(self, meta, c):
+        return ast.Param(str(c[0]), c[1], self.s(meta))
+
+    def body(self, meta, c):
+        return list(c)
+
+    # statements
+    def input_stmt(self, meta, c):
+        return ast.Input(str(c[0]), c[1], self.s(meta))
+
+    def assign_stmt(self, meta, c):
+        return ast.Assign(str(c[0]), c[1], self.s(meta))
+
+    def chain(self, meta, c):
+        return ast.Chain(list(c), self.s(meta))
+
+    def step(self, meta, c):
+        label, core, repeat, condition = c
+        name, label_span = (label if label else (None, None))
+        return ast.Step(core, name, repeat, condition, self.s(meta), label_span)
+
+    def label(self, meta, c):
+        return (str(c[0]), _token_span(self.file, c[0]))
+
+    def repeat(self, meta, c):
+        return c[0]
+
+    def condition(self, meta, c):
+        return c[0]
+
+    def call(self, meta, c):
+        name, args = c
+        return ast.Call(str(name), args or [], self.s(meta), _token_span(self.file, name))
+
+    def spread(self, meta, c):
+        return ast.Spread(c[0], self.s(meta))
+
+    def group(self, meta, c):
+        return ast.Group(list(c), self.s(meta))
+
+    def ref(self, meta, c):
+        return ast.Ref(str(c[0]), self.s(meta))
+
+    def arguments(self, meta, c):
+        return [a if isinstance(a, ast.Argument) else ast.Argument(None, a, a.span) for a in c]
+
+    def keyword(self, meta, c):
+        return ast.Argument(str(c[0]), c[1], self.s(meta))
+
+    # expressions
+    def _fold(self, meta, c, ops=None):
+        left = c[0]
+        i = 1
+        while i < len(c):
+            if ops is None:
+                op, right = str(c[i]), c[i + 1]
+                i += 2
+            else:
+                op, right = ops, c[i]
+                i += 1
+            left = ast.Binary(op, left, right, Span(self.file, left.span.line, left.span.col, right.span.end_line, right.span.end_col))
+        return left
+
+    def binary(self, meta, c):
+        return self._fold(meta, c)
+
+    def compare(self, meta, c):
+        return self._fold(meta, c)
+
+    def or_(self, meta, c):
+        return self._fold(meta, c, "or")
+
+    def and_(self, meta, c):
+        return self._fold(meta, c, "and")
+
+    def not_(self, meta, c):
+        return ast.Unary("not", c[0], self.s(meta))
+
+    def neg(self, meta, c):
+        return ast.Unary("-", c[0], self.s(meta))
+
+    def power(self, meta, c):
+        return ast.Binary("**", c[0], c[1], self.s(meta)) if len(c) == 2 else c[0]
+
+    def index(self, meta, c):
+        return ast.Index(c[0], c[1], self.s(meta))
+
+    def int_(self, meta, c):
+        return ast.Literal(int(_number(c[0])), self.s(meta))
+
+    def float_(self, meta, c):
+        return ast.Literal(float(_number(c[0])), self.s(meta))
+
+    def string(self, meta, c):
+        return ast.Literal(str(c[0])[1:-1], self.s(meta))
+
+    def true(self, meta, c):
+        return ast.Literal(True, self.s(meta))
+
+    def false(self, meta, c):
+        return ast.Literal(False, self.s(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), self.s(meta))
+
+    def list(self, meta, c):
+        return ast.ListExpr([x for x in c if x is not None], self.s(meta))
+
+
+def _describe_expected(expected: set[str]) -> str:
+    words = []
+    terminals = {t.name: t for t in parser().terminals}
+    for name in sorted(expected):
+        if name in _TERMINAL_WORDS:
+            words.append(_TERMINAL_WORDS[name])
+        elif name in terminals and isinstance(terminals[name].pattern, PatternStr):
+            words.append(f"'{terminals[name].pattern.value}'")
+        else:
+            words.append(name.lower())
+    words = sorted(set(words))
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _unclosed_bracket(text: str, upto_line: int, upto_col: int) -> tuple[str, int, int] | None:
+    """The innermost bracket still open at the given position, ignoring comments and strings."""
+    stack: list[tuple[str, int, int]] = []
+    for lineno, line in enumerate(text.splitlines()[:upto_line], start=1):
+        in_string = False
+        for colno, ch in enumerate(line, start=1):
+            if lineno == upto_line and colno >= upto_col:
+                break
+            if in_string:
+                in_string = ch != '"'
+            elif ch == '"':
+                in_string = True
+            elif ch == "#":
+                break
+            elif ch in _BRACKETS:
+                stack.append((ch, lineno, colno))
+            elif ch in _BRACKETS.values() and stack and _BRACKETS[stack[-1][0]] == ch:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
+def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
+    line, col = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, UnexpectedCharacters):
+        char = text.splitlines()[line - 1][col - 1] if text.splitlines() else "?"
+        message = f"unexpected character {char!r}"
+        expected = err.allowed or set()
+        width = 1
+    elif isinstance(err, UnexpectedToken):
+        tok = err.token
+        if tok.type == "$END":
+            message = "unexpected end of file"
+            width = 1
+        else:
+            message = f"unexpected {_TERMINAL_WORDS.get(tok.type, 'token').split(' ', 1)[-1] if tok.type in ('NAME', 'INT', 'FLOAT', 'STRING') else 'token'} '{tok}'"
+            width = max(1, len(str(tok)))
+        expected = err.expected or set()
+    else:  # UnexpectedEOF
+        message = "unexpected end of file"
+        expected = getattr(err, "expected", set()) or set()
+        width = 1
+    if expected:
+        message += f"; expected {_describe_expected(set(expected))}"
+    hint = None
+    opened = _unclosed_bracket(text, line, col)
+    if opened and _BRACKETS[opened[0]] in message:
+        hint = f"the '{opened[0]}' at {opened[1]}:{opened[2]} is not closed"
+    return Diagnostic("NS100", message, Span(file, line, col, line, col + width), hint)
+
+
+def parse(text: str, file: str = "<string>") -> ast.Module:
+    """Parse spec text into a syntax tree.
+
+    >>> parse('network N { input x: [1, 4, 4]  relu() }').items[0].name
+    'N'
+    """
+    text = text.lstrip("\ufeff")
+    try:
+        tree = parser().parse(text)
+    except UnexpectedInput as err:
+        raise NetspecError(_syntax_error(err, file, text)) from None
+    try:
+        return _ToAst(file).transform(tree)
+    except VisitError as err:  # a literal the transformer could not read, e.g. an overlong float
+        raise NetspecError(Diagnostic("NS100", f"cannot read literal: {err.orig_exc}", Span(file, 1, 1, 1, 1))) from None

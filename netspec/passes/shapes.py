@@ -1,0 +1,42 @@
+"""Infers every node's output shape, and checks blocks' declared input shapes."""
+
+from __future__ import annotations
+
+from netspec.errors import Diagnostic, ShapeRuleError
+from netspec.ir import Graph
+from netspec.ops import OPS
+from netspec.ops.base import fmt
+
+# Larger tensors are not trainable on any machine; reporting them beats computing with them.
+MAX_ELEMENTS = 2**40
+
+
+def infer_shapes(graph: Graph) -> Graph:
+    """Sets `node.shape`. A node whose input failed is skipped, so one mistake reports once."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for node in graph.nodes:
+        if any(source not in shapes for source in node.inputs):
+            continue
+        inputs = [shapes[source] for source in node.inputs]
+        try:
+            shape = OPS[node.op].shape(node.args, inputs)
+        except ShapeRuleError as err:
+            graph.diagnostics.append(Diagnostic(err.code, err.message, node.span, err.hint,
+                                                (f"at layer '{node.name}' ({node.op}), whose input is {' and '.join(map(fmt, inputs))}",)))
+            continue
+        size = 1
+        for d in shape:
+            size *= d
+        if size > MAX_ELEMENTS:
+            graph.diagnostics.append(Diagnostic("NS213", f"layer '{node.name}' outputs {fmt(shape)}, {size:.3g} elements "
+                                                         f"per sample (limit {MAX_ELEMENTS:.3g})", node.span))
+            continue
+        node.shape = shape
+        shapes[node.name] = shape
+    for check in graph.checks:
+        got = shapes.get(check.value)
+        if got is not None and got != check.expected:
+            graph.diagnostics.append(Diagnostic(
+                "NS306", f"block '{check.block}' declares input {fmt(check.expected)} but receives {fmt(got)}",
+                check.span, "change the declared shape, or the layers before the block"))
+    return graph

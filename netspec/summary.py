@@ -1,0 +1,85 @@
+"""The per-layer table and totals that `netspec check` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from netspec.ir import Graph
+
+BYTES_PER_ELEMENT = 4  # float32
+
+
+class Row(BaseModel):
+    name: str
+    op: str
+    shape: list[int]
+    params: int
+    trainable: int
+    buffers: int
+    macs: int
+    depth: int
+    location: str | None = None
+
+
+class Totals(BaseModel):
+    params: int
+    trainable: int
+    non_trainable: int
+    buffers: int
+    macs: int
+    flops: int
+    activation_bytes: int
+    input_shape: list[int]
+    output_shape: list[int]
+
+
+class Summary(BaseModel):
+    network: str
+    file: str
+    arguments: dict[str, Any]
+    rows: list[Row]
+    totals: Totals
+
+
+def summarize(graph: Graph, depth: int | None = None) -> Summary:
+    """Rows per node, or with `depth` one row per scope at that depth (1: the top-level blocks).
+
+    Expects a graph the passes have run over without errors.
+    """
+    rows: dict[str, Row] = {}
+    for node in graph.nodes:
+        key, op, level = node.name, node.op, len(node.scope)
+        if depth is not None and len(node.scope) >= depth:
+            key = node.scope[depth - 1]
+            op, level = graph.scopes[key].kind, depth - 1
+        loc = f"{node.span.file}:{node.span.line}" if node.span else None
+        row = rows.get(key)
+        if row is None:
+            if key != node.name and graph.scopes[key].span is not None:
+                loc = f"{graph.scopes[key].span.file}:{graph.scopes[key].span.line}"
+            rows[key] = Row(name=key, op=op, shape=list(node.shape), params=node.params, trainable=node.trainable,
+                            buffers=node.buffers, macs=node.macs, depth=level, location=loc)
+        else:
+            row.shape = list(node.shape)
+            row.params += node.params
+            row.trainable += node.trainable
+            row.buffers += node.buffers
+            row.macs += node.macs
+    params = sum(n.params for n in graph.nodes)
+    trainable = sum(n.trainable for n in graph.nodes)
+    macs = sum(n.macs for n in graph.nodes)
+    activations = 0
+    for n in graph.nodes:
+        if n.op != "input":
+            size = 1
+            for d in n.shape:
+                size *= d
+            activations += size
+    totals = Totals(params=params, trainable=trainable, non_trainable=params - trainable,
+                    buffers=sum(n.buffers for n in graph.nodes), macs=macs, flops=2 * macs,
+                    activation_bytes=activations * BYTES_PER_ELEMENT, input_shape=list(graph.input_shape),
+                    output_shape=list(graph.node(graph.output).shape))
+    return Summary(network=graph.name, file=graph.file, arguments=graph.arguments, rows=list(rows.values()),
+                   totals=totals)

@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Run with the repository root as the working directory, so spec paths read as users type them."""
+    monkeypatch.chdir(ROOT)
+    return ROOT
+
+
+def regenerate() -> bool:
+    """NETSPEC_REGEN=1 rewrites golden files instead of comparing with them."""
+    return os.environ.get("NETSPEC_REGEN") == "1"

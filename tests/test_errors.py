@@ -1,0 +1,84 @@
+"""Each error class, rendered exactly as users see it (golden files in tests/errors/*.out).
+
+Regenerate after an intended change with `NETSPEC_REGEN=1 pytest tests/test_errors.py`, then read the diff.
+"""
+
+from pathlib import Path
+
+import pytest
+
+import netspec
+from netspec import NetspecError, Sources, render_all
+
+from conftest import regenerate
+
+ERRORS = Path(__file__).parent / "errors"
+CASES = sorted(p.stem for p in ERRORS.glob("*.net") if p.stem != "import_cycle_b")
+
+
+def rendered(stem: str) -> tuple[str, list[str]]:
+    sources = Sources()
+    with pytest.raises(NetspecError) as caught:
+        netspec.load(f"tests/errors/{stem}.net", sources)
+    return render_all(caught.value.diagnostics, sources) + "\n", [d.code for d in caught.value.diagnostics]
+
+
+@pytest.mark.parametrize("stem", CASES)
+def test_error_output_matches_golden(stem, in_repo):
+    text, _ = rendered(stem)
+    golden = ERRORS / f"{stem}.out"
+    if regenerate():
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+# The codes each case must produce, so a golden file cannot drift into accepting the wrong error.
+EXPECTED_CODES = {
+    "syntax_unclosed_bracket": ["NS100"],
+    "syntax_bad_character": ["NS100"],
+    "syntax_end_of_file": ["NS100"],
+    "unknown_layer": ["NS201"],
+    "unknown_argument": ["NS202"],
+    "wrong_type": ["NS203", "NS203"],
+    "missing_argument": ["NS204"],
+    "undefined_name": ["NS205", "NS205"],
+    "duplicate_name": ["NS206"],
+    "recursive_block": ["NS207"],
+    "import_cycle_a": ["NS208"],
+    "missing_import": ["NS209"],
+    "add_shape_mismatch": ["NS301"],
+    "concat_shape_mismatch": ["NS301"],
+    "kernel_too_large": ["NS302"],
+    "non_positive_input": ["NS303"],
+    "non_positive_channels": ["NS303", "NS303"],
+    "connection_table": ["NS304"],
+    "rank_mismatch": ["NS305"],
+    "block_input_contract": ["NS306"],
+    "too_many_positional": ["NS211"],
+    "arithmetic": ["NS212"],
+    "absurd_sizes": ["NS213", "NS213"],
+    "many_errors": ["NS201", "NS202", "NS205"],
+    "no_network": ["NS210"],
+}
+
+
+def test_every_case_has_expected_codes():
+    assert sorted(EXPECTED_CODES) == CASES
+
+
+@pytest.mark.parametrize("stem", CASES)
+def test_error_codes(stem, in_repo):
+    _, codes = rendered(stem)
+    assert codes == EXPECTED_CODES[stem]
+
+
+def test_every_error_names_file_line_and_column(in_repo):
+    for stem in CASES:
+        text, _ = rendered(stem)
+        first = text.splitlines()[0]
+        if stem == "no_network":
+            assert first.startswith("error[NS210]")
+            continue
+        path, line, col, rest = first.split(":", 3)
+        assert path.startswith("tests/errors/") and int(line) >= 1 and int(col) >= 1, first
+        assert "^" in text, stem
