@@ -89,13 +89,11 @@ def cmd_check(options: argparse.Namespace) -> int:
 
 def cmd_ops(options: argparse.Namespace) -> int:
     from netspec.ops import OPS
+    from netspec.ops.base import signature
 
     for name, op in sorted(OPS.items()):
-        if op.inputs == 0:
-            continue
-        fields = op.Args.model_fields
-        signature = ", ".join(f if info.is_required() else f"{f}={info.default!r}" for f, info in fields.items())
-        print(f"{name}({signature})\n    {op.summary}")
+        if op.inputs != 0:  # the input placeholder is declared with `input`, not called
+            print(f"{signature(op)}\n    {op.summary}")
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from netspec.errors import Diagnostic, NetspecError, Sources, Span, did_you_mean
 from netspec.evaluate import Symbol, evaluate, show
 from netspec.ir import Graph, Node, Scope, ShapeCheck
 from netspec.ops import OPS
+from netspec.ops.base import signature
 from netspec.parse import parse
 
 MAX_REPEAT = 10_000
@@ -337,6 +338,10 @@ class Lowering:
 
     def _run_core(self, core, label: str | None, frame: Frame, current, step: ast.Step, root_alias=False):
         if isinstance(core, ast.Ref):
+            if label is not None:
+                self.error("NS203", f"the label '{label}' names a reference to '{core.name}', not a layer",
+                           step.label_span, f"put the label on the layer: `{core.name} -> {label}: ...`")
+                return _POISON
             return self._reference(frame, core.name, core.span)
         if isinstance(core, ast.Group):
             group = self._group(frame, label, core.span)
@@ -401,7 +406,7 @@ class Lowering:
                     continue
                 if not positional:
                     self.error("NS211", f"too many positional arguments for {op_name}", arg.span,
-                               f"{op_name} takes {self._signature(op_name)}")
+                               f"expected {self._signature(op_name)}")
                     ok = False
                     continue
                 key = positional.pop(0)
@@ -409,7 +414,7 @@ class Lowering:
                 key = arg.name
                 if key not in op.Args.model_fields:
                     self.error("NS202", f"{op_name} has no argument '{key}'", arg.span,
-                               did_you_mean(key, op.Args.model_fields) or f"{op_name} takes {self._signature(op_name)}")
+                               did_you_mean(key, op.Args.model_fields) or f"expected {self._signature(op_name)}")
                     ok = False
                     continue
                 if key in values:
@@ -434,10 +439,7 @@ class Lowering:
         return name
 
     def _signature(self, op_name: str) -> str:
-        fields = OPS[op_name].Args.model_fields
-        ordered = [f for f in fields if f != "frozen"] + ["frozen"]  # the argument every op shares goes last
-        return "(" + ", ".join(f if fields[f].is_required() else f"{f}={show(fields[f].default)}"
-                               for f in ordered) + ")"
+        return signature(OPS[op_name])
 
     def _validate(self, op_name: str, values: dict, spans: dict, call: ast.Call, frame: Frame):
         plain = {k: (v.name if isinstance(v, Symbol) else v) for k, v in values.items()}
@@ -457,7 +459,7 @@ class Lowering:
                                did_you_mean(original.name, frame.param_names()))
                 elif e["type"] == "missing":
                     self.error("NS204", f"{op_name} needs argument '{key}'", call.span,
-                               f"{op_name} takes {self._signature(op_name)}")
+                               f"expected {self._signature(op_name)}")
                 elif e["type"] in ("greater_than", "greater_than_equal") and isinstance(e.get("input"), int):
                     limit = "positive" if e["type"] == "greater_than" else "non-negative"
                     self.error("NS303", f"'{key}' of {op_name} must be {limit}, got {e['input']}", span)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from math import prod
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
@@ -70,6 +69,16 @@ class Op:
 OPS: dict[str, Op] = {}
 
 
+def signature(op: Op) -> str:
+    """`conv(out_channels, kernel, stride=[1, 1], ...)`, as a spec calls it (every op also takes `frozen`)."""
+    from netspec.evaluate import show
+
+    fields = {k: v for k, v in op.Args.model_fields.items() if k != "frozen"}
+    parts = ["values..."] if op.inputs is None else []
+    parts += [f if info.is_required() else f"{f}={show(info.default)}" for f, info in fields.items()]
+    return f"{op.name}({', '.join(parts)})"
+
+
 def register(cls: type[Op]) -> type[Op]:
     if cls.name in OPS:
         raise RuntimeError(f"op {cls.name!r} registered twice")
@@ -114,6 +123,3 @@ def window_out(op: str, axis: str, size: int, kernel: int, stride: int, padding:
         out -= 1  # PyTorch: the last window must start inside the input or left padding
     return out
 
-
-def elements(shape: Shape) -> int:
-    return prod(shape)
