@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from netspec.errors import Diagnostic, NetspecError, Sources, render_all
+from netspec.evaluate import show
 
 EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -36,33 +37,38 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".rstrip()
 
 
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    # Plain columns: rich's Table took 0.2 s for ResNet-152's 508 rows and 3 s for 7,000 (docs/benchmarks.md).
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *map(line, rows), rule])
+
+
 def _print_summary(summary, fmt: str) -> None:
     if fmt == "json":
         print(summary.model_dump_json(indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
-    args = ", ".join(f"{k}={v}" for k, v in summary.arguments.items())
-    table = Table(title=f"{summary.network}({args})  {summary.file}", title_justify="left")
-    for column, justify in (("layer", "left"), ("op", "left"), ("output shape", "left"), ("params", "right"),
-                            ("MACs", "right")):
-        table.add_column(column, justify=justify, no_wrap=True)
+    rows = []
     for row in summary.rows:
         params = f"{row.params:,}" if row.params else "-"
         if row.params and row.trainable != row.params:
             params += " (frozen)" if row.trainable == 0 else f" ({row.params - row.trainable:,} frozen)"
-        table.add_row("  " * row.depth + row.name, row.op, "[" + ", ".join(map(str, row.shape)) + "]", params,
-                      f"{row.macs:,}" if row.macs else "-")
-    console.print(table)
+        rows.append(["  " * row.depth + row.name, row.op, "[" + ", ".join(map(str, row.shape)) + "]", params,
+                     f"{row.macs:,}" if row.macs else "-"])
+    args = ", ".join(f"{k}={show(v)}" for k, v in summary.arguments.items())
     t = summary.totals
-    console.print(f"Params:      {t.params:,} (trainable {t.trainable:,}, non-trainable {t.non_trainable:,})")
-    console.print(f"Buffers:     {t.buffers:,} (batch-norm statistics; not parameters)")
-    console.print(f"MACs:        {t.macs:,} ({_human(t.macs)}) multiply-accumulates per sample")
-    console.print(f"FLOPs:       {t.flops:,} ({_human(t.flops)}) = 2 x MACs")
-    console.print(f"Activations: {t.activation_bytes:,} bytes ({_human(t.activation_bytes, 'B')}) "
-                  "float32 outputs of every layer, batch 1")
+    print(f"{summary.network}({args})  {summary.file}\n")
+    print(_table(["layer", "op", "output shape", "params", "MACs"], rows, right={3, 4}))
+    print(f"Params:      {t.params:,} (trainable {t.trainable:,}, non-trainable {t.non_trainable:,})")
+    print(f"Buffers:     {t.buffers:,} (batch-norm statistics; not parameters)")
+    print(f"MACs:        {t.macs:,} ({_human(t.macs)}) multiply-accumulates per sample")
+    print(f"FLOPs:       {t.flops:,} ({_human(t.flops)}) = 2 x MACs")
+    print(f"Activations: {t.activation_bytes:,} bytes ({_human(t.activation_bytes, 'B')}) "
+          "float32 outputs of every layer, batch 1")
 
 
 def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str) -> None:

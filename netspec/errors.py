@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+MAX_SHOWN = 120  # characters of a source line shown under an error
+
+
 @dataclass(frozen=True)
 class Span:
     """A region of a source file; lines and columns count from 1."""
@@ -80,15 +83,21 @@ def render(diagnostic: Diagnostic, sources: Sources | None = None) -> str:
         text = sources.line(d.span.file, d.span.line)
         if text is not None:
             text = text.expandtabs(1)
+            col = d.span.col
+            width = 1
+            if d.span.end_line == d.span.line and d.span.end_col > col:
+                width = d.span.end_col - col
+            width = max(1, min(width, len(text) - col + 1)) if len(text) >= col else 1
+            if len(text) > MAX_SHOWN:  # keep a window around the caret so output stays bounded
+                start = max(0, col - 1 - MAX_SHOWN // 2)
+                text = ("..." if start else "") + text[start:start + MAX_SHOWN] + "..."
+                col = col - start + (3 if start else 0)
+                width = min(width, MAX_SHOWN - col + 1 + (3 if start else 0))
             gutter = str(d.span.line)
             pad = " " * len(gutter)
-            width = 1
-            if d.span.end_line == d.span.line and d.span.end_col > d.span.col:
-                width = d.span.end_col - d.span.col
-            width = max(1, min(width, len(text) - d.span.col + 1)) if len(text) >= d.span.col else 1
             out.append(f"{pad} |")
             out.append(f"{gutter} | {text}")
-            out.append(f"{pad} | {' ' * (d.span.col - 1)}{'^' * width}")
+            out.append(f"{pad} | {' ' * (col - 1)}{'^' * max(1, width)}")
     for note in d.notes:
         out.append(f"  = note: {note}")
     if d.hint:

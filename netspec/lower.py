@@ -185,7 +185,16 @@ _FRIENDLY = {
     "list_type": "expected a list",
 }
 
-_NO_INPUT = object()  # the incoming value of a network's root body: its `input` creates the graph input
+_NO_INPUT = object()
+
+
+def _hashable(value: Any) -> Any:
+    """A cache key that tells 1, 1.0 and true apart, as validation does."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_hashable(v) for v in value))
+    return (type(value).__name__, value)  # the incoming value of a network's root body: its `input` creates the graph input
 
 
 class Lowering:
@@ -198,6 +207,7 @@ class Lowering:
         self.errors: list[Diagnostic] = []
         self.input_name: str | None = None
         self.input_shape: tuple[int, ...] | None = None
+        self.validated: dict[tuple, Any] = {}
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
         self.errors.append(Diagnostic(code, message, span, hint, tuple(notes)))
@@ -443,8 +453,13 @@ class Lowering:
 
     def _validate(self, op_name: str, values: dict, spans: dict, call: ast.Call, frame: Frame):
         plain = {k: (v.name if isinstance(v, Symbol) else v) for k, v in values.items()}
+        # Block instances repeat the same arguments; args are immutable, so one validation serves them all.
+        key = (op_name, _hashable(plain))
+        if key in self.validated:
+            return self.validated[key]
         try:
-            return OPS[op_name].Args.model_validate(plain)
+            args = self.validated[key] = OPS[op_name].Args.model_validate(plain)
+            return args
         except ValidationError as err:
             reported: set = set()
             for e in err.errors():

@@ -121,3 +121,18 @@ def test_googlenet_inception_shapes(in_repo):
 
 def test_network_parameters_can_be_overridden(in_repo):
     assert netspec.summarize(netspec.load("specs/resnet50.net", classes=10)).totals.params == 25_557_032 - 2048 * 990 - 990
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED) + ["nin"])
+def test_graph_invariants_hold_after_every_pass(name, in_repo):
+    from netspec.ir import validate
+    from netspec.lower import load_program, lower
+    from netspec.passes import PASSES
+
+    graph = lower(load_program(f"specs/{name}.net"))
+    validate(graph)
+    for run_pass in PASSES:
+        graph = run_pass(graph)
+        validate(graph)
+        assert not graph.diagnostics
+    assert all(n.shape and n.params is not None and n.macs is not None for n in graph.nodes)

@@ -32,7 +32,7 @@ NonNegativePair = Annotated[tuple[NonNegativeInt, NonNegativeInt], BeforeValidat
 class OpArgs(BaseModel):
     """Validated arguments of one layer; `frozen` marks its parameters as not trained."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     frozen: bool = False
 
