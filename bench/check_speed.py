@@ -26,6 +26,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TORCHINFO = ("import torchvision, torchinfo; "
              "torchinfo.summary(torchvision.models.resnet152(), input_size=(1, 3, 224, 224), depth=10)")
+# The same work without interpreter start and imports: model build + summary, median of 5, in one process.
+TORCHINFO_WARM = """
+import statistics, time, io, contextlib, torchvision, torchinfo
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        torchinfo.summary(torchvision.models.resnet152(), input_size=(1, 3, 224, 224), depth=10)
+    times.append(time.perf_counter() - t)
+print(statistics.median(times))
+"""
 
 
 def generated_spec(blocks: int) -> str:
@@ -89,21 +100,33 @@ def main() -> None:
     parser.add_argument("--anchor-python", default=sys.executable,
                         help="interpreter with torch, torchvision and torchinfo (default: this one)")
     options = parser.parse_args()
-    netspec = shutil.which("netspec") or sys.exit("netspec is not on PATH: pip install -e .")
+    command = shutil.which("netspec") or sys.exit("netspec is not on PATH: pip install -e .")
 
     print(f"machine: {platform.machine()}, {platform.processor() or '?'}, Python {platform.python_version()}")
-    check = time_process([netspec, "check", "specs/resnet152.net"], options.runs)
+    check = time_process([command, "check", "specs/resnet152.net"], options.runs)
     anchor = time_process([options.anchor_python, "-c", TORCHINFO], options.runs)
+    anchor_warm = float(subprocess.run([options.anchor_python, "-c", TORCHINFO_WARM], capture_output=True,
+                                       text=True, check=True).stdout.split()[-1])
+    import netspec
+
+    warm = []
+    for _ in range(5):
+        start = time.perf_counter()
+        netspec.summarize(netspec.load(ROOT / "specs/resnet152.net"))
+        warm.append(time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "deep1000.net"
         spec.write_text(generated_spec(1000))
-        deep = time_process([netspec, "check", str(spec)], options.runs)
+        deep = time_process([command, "check", str(spec)], options.runs)
         parts = stages(spec, options.runs)
 
     med_check, med_anchor, med_deep = (statistics.median(t) for t in (check, anchor, deep))
     print(f"netspec check specs/resnet152.net      median {med_check * 1000:8.1f} ms  ({options.runs} runs)")
     print(f"torchinfo on torchvision resnet152      median {med_anchor * 1000:8.1f} ms  ({options.runs} runs)")
     print(f"ratio (torchinfo / netspec)             {med_anchor / med_check:8.1f}x")
+    med_warm = statistics.median(warm)
+    print(f"in-process, imports done: netspec {med_warm * 1000:.1f} ms, torchinfo {anchor_warm * 1000:.1f} ms "
+          f"({anchor_warm / med_warm:.1f}x)")
     print(f"netspec check, 1,000 residual blocks    median {med_deep * 1000:8.1f} ms  (7,004 layers)")
     print("  in-process stages: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items()))
 

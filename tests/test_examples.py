@@ -1,0 +1,45 @@
+"""Every example runs through `netspec check`, and its totals are the ones worked out by hand here."""
+
+from pathlib import Path
+
+import pytest
+
+from netspec.cli import main
+
+
+def conv(cin, cout, k, bias=True):
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def bn(c):
+    return 2 * c
+
+
+BY_HAND = {
+    "examples/01-first-network.net": 784 * 128 + 128 + 128 * 10 + 10,
+    "examples/02-blocks-and-repeats.net": (conv(3, 32, 3, False) + bn(32) + conv(32, 32, 3, False) + bn(32)
+                                           + conv(32, 64, 3, False) + bn(64) + conv(64, 64, 3, False) + bn(64)
+                                           + 64 * 10 + 10),
+    "examples/03-skip-connections.net": (conv(3, 16, 3)
+                                         + 2 * (conv(16, 16, 3, False) + bn(16))
+                                         + conv(16, 32, 3, False) + bn(32) + conv(32, 32, 3, False) + bn(32)
+                                         + 16 * 32 + bn(32)  # the projected shortcut
+                                         + sum(bn(c) + conv(c, 12, 3, False) for c in (32, 44, 56))
+                                         + 68 * 10 + 10),
+    "examples/04-imports/network.net:Wide": conv(3, 64, 3) + conv(64, 128, 3) + 128 * 10 + 10,
+    "examples/04-imports/network.net:Narrow": (conv(3, 8, 1) + conv(8, 32, 3) + conv(32, 16, 1) + conv(16, 64, 3)
+                                               + 64 * 10 + 10),
+}
+
+
+def test_every_example_is_covered(in_repo):
+    files = {str(p) for p in Path("examples").rglob("*.net") if "lib" not in p.parts}
+    assert files == {spec.split(":")[0] for spec in BY_HAND}
+
+
+@pytest.mark.parametrize("spec", sorted(BY_HAND))
+def test_example_checks_with_hand_computed_params(spec, in_repo, capsys):
+    assert main(["check", spec]) == 0
+    out = capsys.readouterr().out
+    params = BY_HAND[spec]
+    assert f"Params:      {params:,} (trainable {params:,}, non-trainable 0)" in out
