@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from netspec.errors import Diagnostic, NetspecError, Sources, render_all
@@ -93,6 +94,64 @@ def cmd_check(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+GRAPH_FORMATS = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid",
+                 ".mermaid": "mermaid"}
+DOT_MISSING = ("SVG and PNG need Graphviz's `dot` program, which is not installed.\n"
+               "Install it with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
+               "from https://graphviz.org/download/, or write text with --format dot or --format mermaid.")
+
+
+def cmd_graph(options: argparse.Namespace) -> int:
+    import netspec
+    from netspec.backends import graph as diagrams
+    from netspec.errors import did_you_mean
+    from netspec.files import write_atomic
+
+    fmt = options.format
+    if fmt is None:
+        fmt = GRAPH_FORMATS.get(Path(options.output).suffix.lower(), None) if options.output else "dot"
+        if fmt is None:
+            print(f"netspec graph: cannot tell the format of {options.output}; name it .svg, .png, .dot or .mmd, "
+                  "or pass --format", file=sys.stderr)
+            return EXIT_USAGE
+    if fmt in ("svg", "png") and not options.output:
+        print(f"netspec graph: --format {fmt} writes a file; give one with -o", file=sys.stderr)
+        return EXIT_USAGE
+    sources = Sources()
+    try:
+        graph = netspec.load(options.spec, sources, **dict(options.set))
+    except NetspecError as err:
+        _report_errors(err.diagnostics, sources, "text")
+        return EXIT_SPEC_ERROR
+    expand: set[str] | str = diagrams.ALL if options.expand_all else set(options.expand)
+    for name in options.expand:
+        if name not in graph.scopes:
+            hint = did_you_mean(name, graph.scopes) or "blocks and groups: " + ", ".join(
+                s for s in graph.scopes if "." not in s)
+            print(f"netspec graph: --expand {name}: no block or group of that name; {hint}", file=sys.stderr)
+            return EXIT_USAGE
+    diagram = diagrams.layout(graph, expand)
+    text = diagrams.to_mermaid(diagram) if fmt == "mermaid" else diagrams.to_dot(diagram)
+    if fmt in ("svg", "png"):
+        try:
+            data: bytes | str = diagrams.render(text, fmt)
+        except diagrams.DotNotFound:
+            print(f"netspec graph: {DOT_MISSING}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        data = text
+    if options.output:
+        try:
+            write_atomic(options.output, data)
+        except OSError as err:
+            print(f"netspec graph: cannot write {options.output}: {err.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"wrote {options.output} ({fmt}, {len(diagram.boxes())} boxes, {len(diagram.edges)} edges)")
+    else:
+        sys.stdout.write(data)
+    return EXIT_OK
+
+
 def cmd_ops(options: argparse.Namespace) -> int:
     from netspec.ops import OPS
     from netspec.ops.base import signature
@@ -122,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
                        help="override a network parameter, e.g. --set classes=10 (repeatable)")
     check.set_defaults(run=cmd_check)
+
+    graph = commands.add_parser("graph", help="draw the architecture (DOT, Mermaid, SVG or PNG)",
+                                description="Draw a spec: blocks collapsed into one box each unless expanded, "
+                                            "tensor shapes on the edges, skip connections dashed.")
+    graph.add_argument("spec", help="a .net file, or file.net:Network")
+    graph.add_argument("-o", "--output", help="file to write (.svg, .png, .dot, .mmd); default: DOT to stdout")
+    graph.add_argument("--format", choices=("dot", "mermaid", "svg", "png"),
+                       help="default: from the output's extension")
+    graph.add_argument("--expand", action="append", default=[], metavar="NAME",
+                       help="open a block or group one level, e.g. --expand inception3a (repeatable)")
+    graph.add_argument("--expand-all", action="store_true", help="draw every layer")
+    graph.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                       help="override a network parameter")
+    graph.set_defaults(run=cmd_graph)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
     ops.set_defaults(run=cmd_ops)

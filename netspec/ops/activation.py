@@ -5,26 +5,30 @@ from __future__ import annotations
 from netspec.ops.base import Op, OpArgs, register
 
 
+class Activation(Op):
+    activation = True
+
+
 @register
-class Relu(Op):
+class Relu(Activation):
     name = "relu"
     summary = "max(x, 0)"
 
 
 @register
-class Sigmoid(Op):
+class Sigmoid(Activation):
     name = "sigmoid"
     summary = "1 / (1 + exp(-x))"
 
 
 @register
-class Tanh(Op):
+class Tanh(Activation):
     name = "tanh"
     summary = "hyperbolic tangent"
 
 
 @register
-class LecunTanh(Op):
+class LecunTanh(Activation):
     name = "lecun_tanh"
     summary = "LeCun's scaled tanh, 1.7159 * tanh(2x/3)"
 
@@ -34,7 +38,7 @@ class LeakyReluArgs(OpArgs):
 
 
 @register
-class LeakyRelu(Op):
+class LeakyRelu(Activation):
     name = "leaky_relu"
     Args = LeakyReluArgs
     positional = ("negative_slope",)
@@ -46,13 +50,13 @@ class GeluArgs(OpArgs):
 
 
 @register
-class Gelu(Op):
+class Gelu(Activation):
     name = "gelu"
     Args = GeluArgs
     summary = "Gaussian error linear unit (tanh approximation with approximate=true)"
 
 
 @register
-class Softmax(Op):
+class Softmax(Activation):
     name = "softmax"
     summary = "normalised exponentials over the channel (or feature) dimension"

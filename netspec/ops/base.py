@@ -49,6 +49,7 @@ class Op:
     positional: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[int | None] = 1
     summary: ClassVar[str] = ""
+    activation: ClassVar[bool] = False  # element-wise and parameter-free: diagrams draw it with its producer
 
     def shape(self, args: Any, inputs: list[Shape]) -> Shape:
         return inputs[0]
