@@ -17,8 +17,8 @@ from netspec.passes import PASSES
 from netspec.summary import Summary, summarize
 
 __version__ = "0.1.0"
-__all__ = ["Diagnostic", "Graph", "NetspecError", "Node", "Sources", "Summary", "load", "render", "render_all",
-           "split_spec", "summarize"]
+__all__ = ["Diagnostic", "Graph", "NetspecError", "Node", "Sources", "Summary", "compile", "load", "render",
+           "render_all", "split_spec", "summarize"]
 
 
 def split_spec(spec: str | Path) -> tuple[Path, str | None]:
@@ -40,6 +40,16 @@ def load(spec: str | Path, sources: Sources | None = None, **overrides: Any) -> 
     if graph.diagnostics:
         raise NetspecError(sorted(graph.diagnostics, key=_position))
     return graph
+
+
+def compile(spec: str | Path, seed: int | None = None, **overrides: Any):
+    """Compile a spec to a torch.nn.Module (a torch.fx GraphModule); needs torch.
+
+    >>> model = netspec.compile("specs/resnet50.net", classes=10)   # doctest: +SKIP
+    """
+    from netspec.backends.torch import to_module
+
+    return to_module(load(spec, **overrides), seed=seed)
 
 
 def _position(d: Diagnostic) -> tuple:

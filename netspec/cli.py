@@ -152,6 +152,34 @@ def cmd_graph(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compile(options: argparse.Namespace) -> int:
+    import netspec
+    from netspec.files import write_atomic
+
+    sources = Sources()
+    try:
+        graph = netspec.load(options.spec, sources, **dict(options.set))
+    except NetspecError as err:
+        _report_errors(err.diagnostics, sources, "text")
+        return EXIT_SPEC_ERROR
+    try:
+        from netspec.backends.torch import to_python
+    except ImportError as err:
+        print(f"netspec compile: PyTorch is needed ({err}); install it with `pip install torch`", file=sys.stderr)
+        return EXIT_USAGE
+    source = to_python(graph)
+    if not options.output:
+        sys.stdout.write(source)
+        return EXIT_OK
+    try:
+        write_atomic(options.output, source)
+    except OSError as err:
+        print(f"netspec compile: cannot write {options.output}: {err.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {options.output}: class {graph.name}, {sum(n.params for n in graph.nodes):,} parameters")
+    return EXIT_OK
+
+
 def cmd_ops(options: argparse.Namespace) -> int:
     from netspec.ops import OPS
     from netspec.ops.base import signature
@@ -195,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
                        help="override a network parameter")
     graph.set_defaults(run=cmd_graph)
+
+    compile_ = commands.add_parser("compile", help="write a standalone PyTorch module for a spec",
+                                   description="Write the spec as a standalone .py file that defines the network "
+                                               "as a torch.nn.Module (only torch imported). From Python, "
+                                               "netspec.compile(spec) returns the module itself.")
+    compile_.add_argument("spec", help="a .net file, or file.net:Network")
+    compile_.add_argument("-o", "--output", help="the .py file to write; default: stdout")
+    compile_.add_argument("--emit", choices=("python",), default="python", help="what to write (default: python)")
+    compile_.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                          help="override a network parameter")
+    compile_.set_defaults(run=cmd_compile)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
     ops.set_defaults(run=cmd_ops)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
@@ -25,8 +26,29 @@ def _as_pair(value: Any) -> Any:
     return value
 
 
+Init = Literal["default", "kaiming", "xavier", "zeros"]
+
 PositivePair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_as_pair)]
 NonNegativePair = Annotated[tuple[NonNegativeInt, NonNegativeInt], BeforeValidator(_as_pair)]
+
+
+@dataclass(frozen=True)
+class TorchLayer:
+    """How the PyTorch backend builds a layer: a class of torch.nn or of netspec.backends.torch_layers,
+    its keyword arguments, and the initialisation to apply after: "default" (PyTorch's) or the X of
+    one of torch_layers' `init_X` functions."""
+
+    cls: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str = "default"
+
+
+@dataclass(frozen=True)
+class TorchFunction:
+    """A parameter-free op the backend emits as a function call: "add", "cat" or "flatten"."""
+
+    fn: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class OpArgs(BaseModel):
@@ -65,6 +87,10 @@ class Op:
     def macs(self, args: Any, inputs: list[Shape], output: Shape) -> int:
         """Multiply-accumulates for one sample, by torchinfo's rule (docs/language.md)."""
         return self.params(args, inputs, output)
+
+    def torch(self, args: Any, inputs: list[Shape], output: Shape) -> TorchLayer | TorchFunction:
+        """The PyTorch implementation; described as data so the checker never imports torch."""
+        raise NotImplementedError(f"op {self.name!r} has no PyTorch implementation")
 
 
 OPS: dict[str, Op] = {}

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from netspec.ops.base import (NonNegativePair, Op, OpArgs, PositiveInt, PositivePair, expect_rank, fail, register,
-                              window_out)
+from netspec.ops.base import (Init, NonNegativePair, Op, OpArgs, PositiveInt, PositivePair, TorchLayer, expect_rank,
+                              fail, register, window_out)
 
 
 class ConvArgs(OpArgs):
@@ -19,6 +19,7 @@ class ConvArgs(OpArgs):
     groups: PositiveInt = 1
     bias: bool = True
     table: list[list[Literal[0, 1]]] | None = None
+    init: Init = "default"
 
     @model_validator(mode="after")
     def _same_needs_unit_stride(self):
@@ -69,6 +70,13 @@ class Conv(Op):
     def params(self, args: ConvArgs, inputs, output):
         kh, kw = args.kernel
         return conv_connections(args, inputs[0][0]) * kh * kw + (args.out_channels if args.bias else 0)
+
+    def torch(self, args: ConvArgs, inputs, output):
+        common = dict(in_channels=inputs[0][0], out_channels=args.out_channels, kernel_size=args.kernel,
+                      stride=args.stride, padding=args.padding, dilation=args.dilation, bias=args.bias)
+        if args.table is not None:
+            return TorchLayer("MaskedConv2d", {**common, "table": args.table}, args.init)
+        return TorchLayer("Conv2d", {**common, "groups": args.groups}, args.init)
 
     def macs(self, args, inputs, output):
         # Kernel weights x output positions. The bias is left out, as in torchvision's published figures

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from math import prod
 
-from netspec.ops.base import Op, OpArgs, PositiveInt, Probability, expect_rank, register
+from netspec.ops.base import (Init, Op, OpArgs, PositiveInt, Probability, TorchFunction, TorchLayer, expect_rank,
+                              register)
 
 
 @register
@@ -15,10 +16,14 @@ class Flatten(Op):
     def shape(self, args, inputs):
         return (prod(inputs[0]),)
 
+    def torch(self, args, inputs, output):
+        return TorchFunction("flatten", {"start_dim": 1})
+
 
 class LinearArgs(OpArgs):
     out_features: PositiveInt
     bias: bool = True
+    init: Init = "default"
 
 
 @register
@@ -35,6 +40,10 @@ class Linear(Op):
     def params(self, args, inputs, output):
         return inputs[0][0] * args.out_features + (args.out_features if args.bias else 0)
 
+    def torch(self, args, inputs, output):
+        return TorchLayer("Linear", dict(in_features=inputs[0][0], out_features=args.out_features, bias=args.bias),
+                          args.init)
+
 
 class DropoutArgs(OpArgs):
     p: Probability = 0.5
@@ -46,6 +55,9 @@ class Dropout(Op):
     Args = DropoutArgs
     positional = ("p",)
     summary = "zeroes elements with probability p while training"
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("Dropout", {"p": args.p})
 
 
 class RbfArgs(OpArgs):
@@ -65,3 +77,6 @@ class EuclideanRbf(Op):
 
     def params(self, args, inputs, output):
         return args.units * inputs[0][0]
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("EuclideanRBF", dict(in_features=inputs[0][0], units=args.units))

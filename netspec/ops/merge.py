@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from netspec.ops.base import Op, OpArgs, expect_rank, fail, fmt, register
+from netspec.ops.base import Op, OpArgs, TorchFunction, TorchLayer, expect_rank, fail, fmt, register
 
 
 class AddArgs(OpArgs):
@@ -14,11 +14,11 @@ class AddArgs(OpArgs):
     project_bn: bool = True
 
 
-def projections(args: AddArgs, inputs) -> list[tuple[tuple[int, ...], int]]:
-    """(input shape, stride) of each operand that gets a 1x1 projection onto the first operand's shape."""
+def projections(args: AddArgs, inputs) -> list[tuple[tuple[int, ...], int, int]]:
+    """(input shape, stride, operand position) of each operand projected onto the first operand's shape."""
     target = inputs[0]
     found = []
-    for shape in inputs[1:]:
+    for position, shape in enumerate(inputs[1:], start=1):
         if shape == target and args.project is not True:
             continue
         if args.project is False:
@@ -30,7 +30,7 @@ def projections(args: AddArgs, inputs) -> list[tuple[tuple[int, ...], int]]:
         if any((size - 1) // stride + 1 != want for size, want in zip(shape[1:], target[1:])):
             raise fail("NS301", f"cannot project {fmt(shape)} onto {fmt(target)}: a 1x1 convolution with "
                                 f"stride {stride} gives {fmt((target[0],) + tuple((s - 1) // stride + 1 for s in shape[1:]))}")
-        found.append((shape, stride))
+        found.append((shape, stride, position))
     return found
 
 
@@ -47,7 +47,7 @@ class Add(Op):
 
     def params(self, args, inputs, output):
         c = output[0]
-        return sum(shape[0] * c + (2 * c if args.project_bn else 0) for shape, _ in projections(args, inputs))
+        return sum(shape[0] * c + (2 * c if args.project_bn else 0) for shape, _, _ in projections(args, inputs))
 
     def buffers(self, args, inputs, output):
         c = output[0]
@@ -55,7 +55,15 @@ class Add(Op):
 
     def macs(self, args, inputs, output):
         c, h, w = output if len(output) == 3 else (output[0], 1, 1)
-        return sum(shape[0] * c * h * w + (2 * c if args.project_bn else 0) for shape, _ in projections(args, inputs))
+        return sum(shape[0] * c * h * w + (2 * c if args.project_bn else 0) for shape, _, _ in projections(args, inputs))
+
+    def torch(self, args, inputs, output):
+        found = projections(args, inputs)
+        if not found:
+            return TorchFunction("add")
+        return TorchLayer("ProjectedAdd", dict(projections=[(position, shape[0], output[0], stride)
+                                                            for shape, stride, position in found],
+                                               batchnorm=args.project_bn))
 
 
 @register
@@ -73,6 +81,9 @@ class Concat(Op):
                            "make the branches' spatial sizes agree (padding, strides or pooling)")
         return (sum(s[0] for s in inputs), *first[1:])
 
+    def torch(self, args, inputs, output):
+        return TorchFunction("cat", {"dim": 1})
+
 
 class ScaleArgs(OpArgs):
     value: float = 1.0
@@ -88,3 +99,6 @@ class Scale(Op):
 
     def params(self, args, inputs, output):
         return 1 if args.learnable else 0
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("Scale", dict(value=args.value, learnable=args.learnable))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netspec.ops.base import Op, OpArgs, PositiveInt, register
+from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, register
 
 
 class BatchNormArgs(OpArgs):
@@ -10,6 +10,7 @@ class BatchNormArgs(OpArgs):
     momentum: float = 0.1
     affine: bool = True
     track_running_stats: bool = True
+    zero_init: bool = False  # start the scale (gamma) at 0, e.g. on a residual branch's last batch norm
 
 
 @register
@@ -25,6 +26,12 @@ class BatchNorm(Op):
         # running_mean, running_var and the num_batches_tracked counter, as PyTorch stores them
         return 2 * inputs[0][0] + 1 if args.track_running_stats else 0
 
+    def torch(self, args, inputs, output):
+        cls = "BatchNorm2d" if len(inputs[0]) == 3 else "BatchNorm1d"
+        return TorchLayer(cls, dict(num_features=inputs[0][0], eps=args.eps, momentum=args.momentum,
+                                    affine=args.affine, track_running_stats=args.track_running_stats),
+                          "zero_gamma" if args.zero_init else "default")
+
 
 class LrnArgs(OpArgs):
     size: PositiveInt
@@ -39,3 +46,6 @@ class LocalResponseNorm(Op):
     Args = LrnArgs
     positional = ("size",)
     summary = "local response normalisation across neighbouring channels (AlexNet)"
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("LocalResponseNorm", dict(size=args.size, alpha=args.alpha, beta=args.beta, k=args.k))

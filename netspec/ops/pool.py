@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from netspec.ops.base import (NonNegativePair, Op, OpArgs, PositivePair, expect_rank, register,
+from netspec.ops.base import (NonNegativePair, Op, OpArgs, PositivePair, TorchLayer, expect_rank, register,
                               window_out)
 
 
@@ -48,6 +48,10 @@ class MaxPool(Op):
     def shape(self, args, inputs):
         return pooled(self.name, args, inputs[0], args.dilation)
 
+    def torch(self, args, inputs, output):
+        return TorchLayer("MaxPool2d", dict(kernel_size=args.kernel, stride=args.stride or args.kernel,
+                                            padding=args.padding, dilation=args.dilation, ceil_mode=args.ceil_mode))
+
 
 @register
 class AvgPool(Op):
@@ -58,6 +62,11 @@ class AvgPool(Op):
 
     def shape(self, args, inputs):
         return pooled(self.name, args, inputs[0])
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("AvgPool2d", dict(kernel_size=args.kernel, stride=args.stride or args.kernel,
+                                            padding=args.padding, ceil_mode=args.ceil_mode,
+                                            count_include_pad=args.count_include_pad))
 
 
 class SubsampleArgs(OpArgs):
@@ -80,6 +89,11 @@ class Subsample(Op):
     def params(self, args, inputs, output):
         return 2 * inputs[0][0]
 
+    def torch(self, args, inputs, output):
+        return TorchLayer("Subsample", dict(channels=inputs[0][0], kernel_size=args.kernel,
+                                            stride=args.stride or args.kernel, padding=args.padding,
+                                            ceil_mode=args.ceil_mode))
+
 
 class AdaptiveArgs(OpArgs):
     output_size: PositivePair
@@ -87,15 +101,20 @@ class AdaptiveArgs(OpArgs):
 
 class Adaptive(Op):
     positional = ("output_size",)
+    module: str
 
     def shape(self, args, inputs):
         expect_rank(self.name, inputs[0], 3)
         return (inputs[0][0], *args.output_size)
 
+    def torch(self, args, inputs, output):
+        return TorchLayer(self.module, {"output_size": args.output_size})
+
 
 @register
 class AdaptiveAvgPool(Adaptive):
     name = "adaptive_avgpool"
+    module = "AdaptiveAvgPool2d"
     Args = AdaptiveArgs
     summary = "average pooling to a fixed output size"
 
@@ -103,24 +122,32 @@ class AdaptiveAvgPool(Adaptive):
 @register
 class AdaptiveMaxPool(Adaptive):
     name = "adaptive_maxpool"
+    module = "AdaptiveMaxPool2d"
     Args = AdaptiveArgs
     summary = "max pooling to a fixed output size"
 
 
 class Global(Op):
+    module: str
+
     def shape(self, args, inputs):
         expect_rank(self.name, inputs[0], 3)
         return (inputs[0][0], 1, 1)
+
+    def torch(self, args, inputs, output):
+        return TorchLayer(self.module, {"output_size": 1})
 
 
 @register
 class GlobalAvgPool(Global):
     name = "global_avgpool"
+    module = "AdaptiveAvgPool2d"
     summary = "average over all positions: [C, H, W] -> [C, 1, 1]"
 
 
 @register
 class GlobalMaxPool(Global):
     name = "global_maxpool"
+    module = "AdaptiveMaxPool2d"
     summary = "maximum over all positions: [C, H, W] -> [C, 1, 1]"
 

@@ -1,0 +1,168 @@
+"""PyTorch backend: the analysed graph -> a torch.fx GraphModule whose forward is generated Python.
+
+Modules are nested by the spec's scopes, in declaration order, so a spec written in torchvision's
+layout has torchvision's state_dict keys, shapes and order. Each layer's implementation comes from
+its registry entry (`Op.torch`); this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from netspec.backends import torch_layers
+from netspec.ir import Graph
+from netspec.ops import OPS
+from netspec.ops.base import TorchFunction, TorchLayer
+
+FUNCTIONS = {"add": operator.add, "cat": torch.cat, "flatten": torch.flatten}
+
+
+def layer_class(name: str) -> type[nn.Module]:
+    return getattr(torch_layers, name, None) or getattr(nn, name)
+
+
+def build_layer(spec: TorchLayer, frozen: bool) -> nn.Module:
+    module = layer_class(spec.cls)(**spec.kwargs)
+    if spec.init != "default":
+        getattr(torch_layers, f"init_{spec.init}")(module)
+    if frozen:
+        module.requires_grad_(False)
+    return module
+
+
+def _install(root: nn.Module, qualified: str, module: nn.Module) -> None:
+    parent = root
+    *path, leaf = qualified.split(".")
+    for part in path:
+        child = parent._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            parent.add_module(part, child)
+        parent = child
+    parent.add_module(leaf, module)
+
+
+def layers(graph: Graph) -> dict[str, TorchLayer | TorchFunction]:
+    """Each node's implementation, from the op registry."""
+    shapes = {n.name: n.shape for n in graph.nodes}
+    return {n.name: OPS[n.op].torch(n.args, [shapes[s] for s in n.inputs], n.shape)
+            for n in graph.nodes if n.op != "input"}
+
+
+def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
+    """Build the PyTorch module of an analysed graph; `seed` makes the initial weights reproducible."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    root = nn.Module()
+    fx_graph = fx.Graph()
+    values: dict[str, fx.Node] = {}
+    implementations = layers(graph)
+    for node in graph.nodes:
+        if node.op == "input":
+            values[node.name] = fx_graph.placeholder(node.name)
+            values[node.name].meta["netspec_name"] = node.name
+            continue
+        impl = implementations[node.name]
+        args = tuple(values[s] for s in node.inputs)
+        if isinstance(impl, TorchFunction):
+            fn = FUNCTIONS[impl.fn]
+            if impl.fn == "cat":
+                value = fx_graph.call_function(fn, (list(args),), impl.kwargs)
+            elif impl.fn == "add":
+                value = args[0]
+                for other in args[1:]:
+                    value = fx_graph.call_function(fn, (value, other))
+            else:
+                value = fx_graph.call_function(fn, args, impl.kwargs)
+        else:
+            _install(root, node.name, build_layer(impl, node.args.frozen))
+            value = fx_graph.call_module(node.name, args)
+        value.meta["netspec_name"] = node.name
+        values[node.name] = value
+    fx_graph.output(values[graph.output])
+    module = fx.GraphModule(root, fx_graph, class_name=graph.name)
+    module.netspec_graph = graph
+    return module
+
+
+# Loading weights -----------------------------------------------------------------
+
+class StateDictMismatch(ValueError):
+    """A foreign state_dict that does not fit the compiled module."""
+
+
+def load_foreign_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
+    """Load weights whose keys differ from the module's only in naming: matched by order, checked by shape.
+
+    Returns the (own key, foreign key) pairs. Raises StateDictMismatch naming the first key that does not fit.
+    """
+    own = module.state_dict()
+    if len(own) != len(state):
+        raise StateDictMismatch(f"the module has {len(own)} entries but the state_dict has {len(state)}")
+    pairs = []
+    for (own_key, own_value), (key, value) in zip(own.items(), state.items()):
+        if tuple(own_value.shape) != tuple(value.shape):
+            raise StateDictMismatch(f"'{own_key}' has shape {list(own_value.shape)} but the state_dict's entry "
+                                    f"in its place, '{key}', has shape {list(value.shape)}")
+        pairs.append((own_key, key))
+    module.load_state_dict({own_key: state[key] for own_key, key in pairs})
+    return pairs
+
+
+# Standalone Python ---------------------------------------------------------------------
+
+def _parent(path: list[str]) -> str:
+    return f"self.get_submodule({'.'.join(path)!r})" if path else "self"
+
+
+def _literal(value: Any) -> str:
+    return repr(tuple(value) if isinstance(value, tuple) else value)
+
+
+def to_python(graph: Graph) -> str:
+    """A standalone .py file (only torch imported) that defines the same module as `to_module`."""
+    module = to_module(graph)
+    implementations = layers(graph)
+    helpers = Path(torch_layers.__file__).read_text()
+    init_lines = []
+    created: set[str] = set()
+    for node in graph.nodes:
+        impl = implementations.get(node.name)
+        if not isinstance(impl, TorchLayer):
+            continue
+        *path, leaf = node.name.split(".")
+        for depth in range(len(path)):
+            scope = ".".join(path[:depth + 1])
+            if scope not in created:
+                init_lines.append(f"{_parent(path[:depth])}.add_module({path[depth]!r}, nn.Module())")
+                created.add(scope)
+        prefix = "" if impl.cls in torch_layers.__dict__ else "nn."
+        kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in impl.kwargs.items())
+        built = f"{prefix}{impl.cls}({kwargs})"
+        if impl.init != "default":
+            built = f"init_{impl.init}({built})"
+        if node.args.frozen:
+            built = f"{built}.requires_grad_(False)"
+        init_lines.append(f"{_parent(path)}.add_module({leaf!r}, {built})")
+    init_code = "\n".join(f"        {line}" for line in init_lines)
+    forward = "\n".join(f"    {line}" if line.strip() else "" for line in module.code.strip().splitlines())
+    return f'''"""{graph.name}: generated by netspec from {Path(graph.file).name}. Only torch is needed to use it."""
+
+{helpers}
+
+import operator  # noqa: E402  (the generated forward may add with operator.add)
+
+
+class {graph.name}(nn.Module):
+    def __init__(self):
+        super().__init__()
+{init_code}
+
+{forward}
+'''
+

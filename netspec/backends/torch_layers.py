@@ -1,0 +1,160 @@
+"""PyTorch modules for the layers torch.nn lacks. Imports only torch: `netspec compile --emit python`
+copies this file into the standalone module it writes."""
+
+import torch
+from torch import nn
+
+
+class MaskedConv2d(nn.Module):
+    """A convolution with a sparse connection table (LeNet-5's C3).
+
+    Only connected kernels are parameters: `weight` holds one kernel per connection, so
+    `weight.numel()` counts exactly the connected weights and unconnected ones stay zero
+    through any training. A fixed 0/1 `scatter` matrix places them in the dense kernel.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
+                 table=()):
+        super().__init__()
+        kh, kw = kernel_size
+        pairs = [(o, i) for o in range(out_channels) for i in range(in_channels) if table[i][o]]
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.stride, self.padding, self.dilation, self.table = stride, padding, dilation, table
+        self.weight = nn.Parameter(torch.empty(len(pairs), kh, kw))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        scatter = torch.zeros(out_channels * in_channels, len(pairs))
+        for k, (o, i) in enumerate(pairs):
+            scatter[o * in_channels + i, k] = 1.0
+        self.register_buffer("scatter", scatter, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # PyTorch's Conv2d default, with fan-in taken over each output map's real connections
+        fan_in = max(1, round(self.weight.shape[0] / self.out_channels)) * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1 / fan_in ** 0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def dense_weight(self):
+        kh, kw = self.kernel_size
+        dense = self.scatter.to(self.weight.dtype) @ self.weight.reshape(self.weight.shape[0], kh * kw)
+        return dense.reshape(self.out_channels, self.in_channels, kh, kw)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.dense_weight(), self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"connections={self.weight.shape[0]}")
+
+
+class Subsample(nn.Module):
+    """LeNet-5 subsampling: average pooling, times a learnt coefficient, plus a learnt bias, per map."""
+
+    def __init__(self, channels, kernel_size=(2, 2), stride=None, padding=(0, 0), ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride or kernel_size, padding, \
+            ceil_mode
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        pooled = nn.functional.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+        return pooled * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class LecunTanh(nn.Module):
+    """LeCun's scaled tanh, 1.7159 * tanh(2x / 3)."""
+
+    def forward(self, x):
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+
+
+class EuclideanRBF(nn.Module):
+    """LeNet-5's output: unit i gives the squared Euclidean distance between the input and its centre.
+
+    The paper's centres are hand-drawn 7x12 bitmaps of the characters (+1/-1); they are not published
+    as data, so the centres start as random +1/-1 codes, which play the same role.
+    """
+
+    def __init__(self, in_features, units):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randint(0, 2, (units, in_features)).float() * 2 - 1)
+
+    def forward(self, x):
+        # |x - w|^2 = |x|^2 - 2 x.w + |w|^2, as one matrix product
+        return ((x * x).sum(1, keepdim=True) - 2 * x @ self.weight.t() + (self.weight * self.weight).sum(1))
+
+
+class ProjectedAdd(nn.Module):
+    """Sum of its inputs, with 1x1 convolution (+ batch norm) shortcuts for the operands that need one.
+
+    Children are numbered like torchvision's `downsample` Sequential: conv `0`, batch norm `1`
+    (then `2`, `3` for a second projected operand).
+    """
+
+    def __init__(self, projections, batchnorm=True):
+        super().__init__()
+        self.projected = [index for index, _, _, _ in projections]
+        self.layers = len(projections)
+        number = 0
+        for _, cin, cout, stride in projections:
+            self.add_module(str(number), nn.Conv2d(cin, cout, 1, stride=stride, bias=False))
+            number += 1
+            if batchnorm:
+                self.add_module(str(number), nn.BatchNorm2d(cout))
+                number += 1
+        self.per_projection = 2 if batchnorm else 1
+
+    def forward(self, *inputs):
+        total = inputs[0]
+        children = list(self.children())
+        for position, x in enumerate(inputs[1:], start=1):
+            if position in self.projected:
+                k = self.projected.index(position) * self.per_projection
+                for layer in children[k:k + self.per_projection]:
+                    x = layer(x)
+            total = total + x
+        return total
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant, or by one learnt scalar."""
+
+    def __init__(self, value=1.0, learnable=False):
+        super().__init__()
+        self.learnable, self.value = learnable, float(value)
+        if learnable:
+            self.weight = nn.Parameter(torch.tensor(self.value))
+
+    def forward(self, x):
+        return x * self.weight if self.learnable else x * self.value
+
+
+def init_kaiming(module):
+    """He initialisation for ReLU networks, torchvision's ResNet rule; biases start at zero."""
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+def init_xavier(module):
+    nn.init.xavier_uniform_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+def init_zeros(module):
+    nn.init.zeros_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+def init_zero_gamma(module):
+    """A batch norm whose scale starts at 0, so its residual branch starts as the identity."""
+    nn.init.zeros_(module.weight)
+    return module

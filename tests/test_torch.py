@@ -1,0 +1,205 @@
+"""The PyTorch backend: exact parameter counts and shapes for every spec, torchvision parity, codegen."""
+
+import importlib.util
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.fx.passes.shape_prop import ShapeProp  # noqa: E402
+
+import netspec  # noqa: E402
+from netspec.backends.torch import StateDictMismatch, load_foreign_state_dict, to_module, to_python  # noqa: E402
+from netspec.cli import main  # noqa: E402
+
+SPECS = ["lenet5", "lenet", "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19", "nin", "googlenet",
+         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+# Forward passes of these run on the meta device: shapes without the arithmetic (or the memory).
+ON_META = {"vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19", "resnet101", "resnet152", "alexnet"}
+
+
+def torchvision_models():
+    try:
+        import torchvision.models
+    except Exception as err:  # a torchvision built for another torch fails at import
+        pytest.skip(f"torchvision is not importable: {err}")
+    return torchvision.models
+
+
+def node_shapes(module, graph, device="cpu", batch=2):
+    x = torch.randn(batch, *graph.input_shape, device=device)
+    ShapeProp(module).propagate(x)
+    return {n.meta["netspec_name"]: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes
+            if "netspec_name" in n.meta}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_module_matches_the_checker(name, in_repo):
+    graph = netspec.load(f"specs/{name}.net")
+    device = "meta" if name in ON_META else "cpu"
+    with torch.device(device):
+        module = to_module(graph, seed=0)
+    assert sum(p.numel() for p in module.parameters()) == sum(n.params for n in graph.nodes)
+    assert sum(p.numel() for p in module.parameters() if p.requires_grad) == sum(n.trainable for n in graph.nodes)
+    state = sum(v.numel() for v in module.state_dict().values())
+    assert state - sum(n.params for n in graph.nodes) == sum(n.buffers for n in graph.nodes)  # BN statistics
+    shapes = node_shapes(module, graph, device)
+    assert shapes == {n.name: n.shape for n in graph.nodes}
+
+
+@pytest.mark.parametrize("name, build", [("resnet18", "resnet18"), ("resnet50", "resnet50"), ("vgg16", "vgg16"),
+                                         ("vgg16_bn", "vgg16_bn"), ("alexnet", "alexnet"),
+                                         ("googlenet", "googlenet")])
+def test_state_dict_keys_shapes_and_order_match_torchvision(name, build, in_repo):
+    models = torchvision_models()
+    kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    with torch.device("meta"):
+        reference = getattr(models, build)(**kwargs).state_dict()
+        ours = netspec.compile(f"specs/{name}.net").state_dict()
+    assert [(k, tuple(v.shape)) for k, v in ours.items()] == [(k, tuple(v.shape)) for k, v in reference.items()]
+
+
+def test_resnet18_computes_exactly_what_torchvision_does(in_repo):
+    models = torchvision_models()
+    torch.manual_seed(0)
+    reference = models.resnet18(num_classes=10).eval()
+    ours = netspec.compile("specs/resnet18.net", classes=10).eval()
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x), reference(x))
+
+
+def test_lenet5_sparse_table_stays_sparse_through_training(in_repo):
+    graph = netspec.load("specs/lenet5.net")
+    model = to_module(graph, seed=1)
+    c3 = model.get_submodule("C3")
+    assert sum(p.numel() for p in c3.parameters()) == 1516
+    table = torch.tensor(graph.node("C3").args.table, dtype=torch.bool).t()  # [out, in]
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    x, target = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(-model(x), target)
+        loss.backward()
+        optimiser.step()
+    dense = c3.dense_weight().detach()
+    assert torch.count_nonzero(dense[~table]) == 0
+    assert torch.count_nonzero(dense[table]) == 60 * 25
+    assert torch.equal(model.get_submodule("output").weight.abs(), torch.ones(10, 84))  # frozen RBF centres
+
+
+def test_seeds_make_weights_reproducible(in_repo):
+    a = netspec.compile("specs/lenet.net", seed=3).state_dict()
+    b = netspec.compile("specs/lenet.net", seed=3).state_dict()
+    c = netspec.compile("specs/lenet.net", seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["0.weight"], c["0.weight"])
+
+
+def test_every_op_builds_and_runs(tmp_path):
+    spec = tmp_path / "all.net"
+    spec.write_text("""
+        network Every {
+          input x: [4, 12, 12]
+          a = x -> conv(8, kernel=3, padding=1, init="kaiming") -> batchnorm(zero_init=true) -> relu()
+          b = x -> conv(8, kernel=3, padding="same", table=[[1,0,0,0,1,1,1,1],[1,1,0,0,0,1,1,1],[0,1,1,0,0,0,1,1],
+                                                           [0,0,1,1,1,0,0,1]]) -> lecun_tanh()
+          c = x -> conv(8, kernel=3, padding=2, dilation=2, groups=4, init="xavier") -> leaky_relu(0.1)
+          a -> add(b, c) -> add(x, project=true) -> scale(0.5) -> scale(learnable=true)
+          m = concat(x) -> maxpool(3, stride=2, padding=1, ceil_mode=true) -> lrn(3) -> gelu(approximate=true)
+          m -> avgpool(2, ceil_mode=true) -> subsample(2) -> sigmoid() -> tanh()
+          global_maxpool()
+          m -> adaptive_maxpool([2, 3]) -> adaptive_avgpool(1) -> global_avgpool() -> flatten()
+          linear(16, init="zeros") -> batchnorm() -> dropout(0.1) -> rbf(5) -> softmax()
+        }""")
+    graph = netspec.load(spec)
+    ops_used = {n.op for n in graph.nodes}
+    assert ops_used == set(netspec.ops.OPS)
+    module = to_module(graph, seed=0)
+    assert sum(p.numel() for p in module.parameters()) == sum(n.params for n in graph.nodes)
+    assert node_shapes(module.eval(), graph) == {n.name: n.shape for n in graph.nodes}
+    first = {op: next(n.name for n in graph.nodes if n.op == op) for op in ("linear", "batchnorm", "conv")}
+    assert torch.count_nonzero(module.get_submodule(first["linear"]).weight) == 0  # init="zeros"
+    assert torch.count_nonzero(module.get_submodule(first["batchnorm"]).weight) == 0  # zero_init=true
+    assert torch.count_nonzero(module.get_submodule(first["conv"]).bias) == 0  # init="kaiming" zeroes the bias
+
+
+def load_generated(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name, size", [("lenet5", 32), ("resnet18", 64), ("googlenet", 96), ("nin", 224)])
+def test_generated_python_defines_the_same_module(name, size, in_repo, tmp_path):
+    graph = netspec.load(f"specs/{name}.net")
+    path = tmp_path / f"gen_{name}.py"
+    path.write_text(to_python(graph))
+    assert [line for line in path.read_text().splitlines() if line.startswith(("import", "from"))] == [
+        "import torch", "from torch import nn", "import operator  # noqa: E402  (the generated forward may add "
+        "with operator.add)"]
+    generated = getattr(load_generated(path, f"gen_{name}"), graph.name)().eval()
+    compiled = to_module(graph, seed=0).eval()
+    assert list(generated.state_dict()) == list(compiled.state_dict())
+    generated.load_state_dict(compiled.state_dict())
+    x = torch.randn(2, graph.input_shape[0], size, size)
+    with torch.no_grad():
+        assert torch.equal(generated(x), compiled(x))
+
+
+def test_foreign_state_dict_loads_by_order_and_reports_the_first_mismatch(in_repo):
+    model = netspec.compile("specs/lenet.net", seed=0)
+    source = netspec.compile("specs/lenet.net", seed=1).state_dict()
+    renamed = {f"net.layer{i}": value for i, value in enumerate(source.values())}
+    pairs = load_foreign_state_dict(model, renamed)
+    assert pairs[0] == ("0.weight", "net.layer0")
+    assert torch.equal(model.state_dict()["0.weight"], source["0.weight"])
+    wrong = dict(renamed)
+    wrong["net.layer2"] = torch.zeros(16, 3, 5, 5)
+    with pytest.raises(StateDictMismatch) as err:
+        load_foreign_state_dict(model, wrong)
+    assert str(err.value) == ("'3.weight' has shape [16, 6, 5, 5] but the state_dict's entry in its place, "
+                              "'net.layer2', has shape [16, 3, 5, 5]")
+
+
+def test_compiling_a_bad_spec_raises_the_checkers_error(tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_text("network N { input x: [1, 8, 8]  conv(4, kernal=3) }")
+    with pytest.raises(netspec.NetspecError) as err:
+        netspec.compile(bad)
+    assert [(d.code, d.span.line, d.span.col) for d in err.value.diagnostics] == [("NS202", 1, 41)]
+    assert main(["compile", str(bad)]) == 1
+
+
+def test_cli_writes_a_standalone_module(in_repo, tmp_path, capsys):
+    out = tmp_path / "resnet18_gen.py"
+    assert main(["compile", "specs/resnet18.net", "-o", str(out), "--set", "classes=10"]) == 0
+    assert "class ResNet18, 11,181,642 parameters" in capsys.readouterr().out
+    model = load_generated(out, "resnet18_gen").ResNet18()
+    assert sum(p.numel() for p in model.parameters()) == 11_181_642
+
+
+def test_trace_export_channels_last_and_autocast(in_repo):
+    model = netspec.compile("specs/resnet18.net", seed=0, classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        traced = torch.jit.trace(model, x)
+        assert torch.allclose(traced(x), expected, atol=1e-5)
+        exported = torch.export.export(model, (x,))
+        assert torch.allclose(exported.module()(x), expected, atol=1e-5)
+        fast = model.to(memory_format=torch.channels_last)
+        assert torch.allclose(fast(x.to(memory_format=torch.channels_last)), expected, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fast(x).dtype == torch.bfloat16
+
+
+def test_torch_compile_runs_the_module(in_repo):
+    model = netspec.compile("specs/lenet.net", seed=0).eval()
+    x = torch.randn(4, 1, 28, 28)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
