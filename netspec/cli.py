@@ -79,16 +79,36 @@ def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str) ->
         print(render_all(diagnostics, sources), file=sys.stderr)
 
 
-def cmd_check(options: argparse.Namespace) -> int:
+def _load(options: argparse.Namespace, fmt: str = "text"):
+    """(graph, None), or (None, exit status) after printing the spec's errors."""
     import netspec
 
     sources = Sources()
     try:
-        graph = netspec.load(options.spec, sources, **dict(options.set))
+        return netspec.load(options.spec, sources, **dict(options.set)), None
     except NetspecError as err:
-        _report_errors(err.diagnostics, sources, options.format)
+        _report_errors(err.diagnostics, sources, fmt)
         top_level_missing = all(d.code == "NS209" and d.span is None for d in err.diagnostics)
-        return EXIT_USAGE if top_level_missing else EXIT_SPEC_ERROR
+        return None, EXIT_USAGE if top_level_missing else EXIT_SPEC_ERROR
+
+
+def _write(command: str, path: str, data: bytes | str) -> bool:
+    from netspec.files import write_atomic
+
+    try:
+        write_atomic(path, data)
+        return True
+    except OSError as err:
+        print(f"netspec {command}: cannot write {path}: {err.strerror}", file=sys.stderr)
+        return False
+
+
+def cmd_check(options: argparse.Namespace) -> int:
+    import netspec
+
+    graph, status = _load(options, options.format)
+    if graph is None:
+        return status
     depth = None if options.expand else (options.depth or (1 if options.collapse else None))
     _print_summary(netspec.summarize(graph, depth), options.format)
     return EXIT_OK
@@ -102,10 +122,8 @@ DOT_MISSING = ("SVG and PNG need Graphviz's `dot` program, which is not installe
 
 
 def cmd_graph(options: argparse.Namespace) -> int:
-    import netspec
     from netspec.backends import graph as diagrams
     from netspec.errors import did_you_mean
-    from netspec.files import write_atomic
 
     fmt = options.format
     if fmt is None:
@@ -117,12 +135,9 @@ def cmd_graph(options: argparse.Namespace) -> int:
     if fmt in ("svg", "png") and not options.output:
         print(f"netspec graph: --format {fmt} writes a file; give one with -o", file=sys.stderr)
         return EXIT_USAGE
-    sources = Sources()
-    try:
-        graph = netspec.load(options.spec, sources, **dict(options.set))
-    except NetspecError as err:
-        _report_errors(err.diagnostics, sources, "text")
-        return EXIT_SPEC_ERROR
+    graph, status = _load(options)
+    if graph is None:
+        return status
     expand: set[str] | str = diagrams.ALL if options.expand_all else set(options.expand)
     for name in options.expand:
         if name not in graph.scopes:
@@ -141,10 +156,7 @@ def cmd_graph(options: argparse.Namespace) -> int:
     else:
         data = text
     if options.output:
-        try:
-            write_atomic(options.output, data)
-        except OSError as err:
-            print(f"netspec graph: cannot write {options.output}: {err.strerror}", file=sys.stderr)
+        if not _write("graph", options.output, data):
             return EXIT_USAGE
         print(f"wrote {options.output} ({fmt}, {len(diagram.boxes())} boxes, {len(diagram.edges)} edges)")
     else:
@@ -153,28 +165,19 @@ def cmd_graph(options: argparse.Namespace) -> int:
 
 
 def cmd_compile(options: argparse.Namespace) -> int:
-    import netspec
-    from netspec.files import write_atomic
-
-    sources = Sources()
-    try:
-        graph = netspec.load(options.spec, sources, **dict(options.set))
-    except NetspecError as err:
-        _report_errors(err.diagnostics, sources, "text")
-        return EXIT_SPEC_ERROR
+    graph, status = _load(options)
+    if graph is None:
+        return status
     try:
         from netspec.backends.torch import to_python
     except ImportError as err:
-        print(f"netspec compile: PyTorch is needed ({err}); install it with `pip install torch`", file=sys.stderr)
+        print(f"netspec compile: PyTorch is needed ({err}); install it with `pip install torch` (or the project's `torch` extra)", file=sys.stderr)
         return EXIT_USAGE
     source = to_python(graph)
     if not options.output:
         sys.stdout.write(source)
         return EXIT_OK
-    try:
-        write_atomic(options.output, source)
-    except OSError as err:
-        print(f"netspec compile: cannot write {options.output}: {err.strerror}", file=sys.stderr)
+    if not _write("compile", options.output, source):
         return EXIT_USAGE
     print(f"wrote {options.output}: class {graph.name}, {sum(n.params for n in graph.nodes):,} parameters")
     return EXIT_OK

@@ -92,3 +92,10 @@ def test_ops_lists_every_layer(capsys):
     assert main(["ops"]) == 0
     out = capsys.readouterr().out
     assert "conv(out_channels, kernel," in out and "lecun_tanh()" in out and "rbf(units" in out
+
+
+def test_unwritable_output_is_a_clear_error(in_repo, tmp_path, capsys):
+    target = tmp_path / "missing-dir" / "lenet.mmd"
+    assert main(["graph", "specs/lenet.net", "-o", str(target)]) == 2
+    assert f"netspec graph: cannot write {target}: No such file or directory" in capsys.readouterr().err
+    assert not target.parent.exists()
