@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 
 from netspec import ast
@@ -278,7 +278,8 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
             message = "unexpected end of file"
             width = 1
         else:
-            message = f"unexpected {_TERMINAL_WORDS.get(tok.type, 'token').split(' ', 1)[-1] if tok.type in ('NAME', 'INT', 'FLOAT', 'STRING') else 'token'} '{tok}'"
+            kind = {"NAME": "name", "INT": "integer", "FLOAT": "number", "STRING": "string"}.get(tok.type, "token")
+            message = f"unexpected {kind} '{tok}'"
             width = max(1, len(str(tok)))
         expected = err.expected or set()
     else:  # UnexpectedEOF

@@ -55,7 +55,8 @@ class Add(Op):
 
     def macs(self, args, inputs, output):
         c, h, w = output if len(output) == 3 else (output[0], 1, 1)
-        return sum(shape[0] * c * h * w + (2 * c if args.project_bn else 0) for shape, _, _ in projections(args, inputs))
+        return sum(shape[0] * c * h * w + (2 * c if args.project_bn else 0)
+                   for shape, _, _ in projections(args, inputs))
 
     def torch(self, args, inputs, output):
         found = projections(args, inputs)
