@@ -79,11 +79,11 @@ def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str) ->
         print(render_all(diagnostics, sources), file=sys.stderr)
 
 
-def _load(options: argparse.Namespace, fmt: str = "text"):
-    """(graph, None), or (None, exit status) after printing the spec's errors."""
+def _load(options: argparse.Namespace, fmt: str = "text", sources: Sources | None = None):
+    """(graph, None), or (None, exit status) after printing the spec's errors. `sources` gets the texts read."""
     import netspec
 
-    sources = Sources()
+    sources = sources if sources is not None else Sources()
     try:
         return netspec.load(options.spec, sources, **dict(options.set)), None
     except NetspecError as err:
@@ -183,6 +183,45 @@ def cmd_compile(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _batch(text: str) -> str | int:
+    if text == "dynamic":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}")
+
+
+def cmd_export(options: argparse.Namespace) -> int:
+    sources = Sources()
+    graph, status = _load(options, sources=sources)
+    if graph is None:
+        return status
+    try:
+        from netspec.backends.onnx import ATOL, RTOL, ExportError, export
+    except ImportError as err:
+        print(f"netspec export: {err.name or err} is needed; install the project's `onnx` extra "
+              '(pip install -e ".[onnx]")', file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = export(graph, sources, options.output, options.weights, options.opset, options.batch,
+                        options.force)
+    except ExportError as err:
+        print(f"netspec export: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"exporter:  {report.exporter}, opset {report.opset}")
+    print(f"runtime:   onnxruntime, {report.provider}")
+    for c in report.comparisons:
+        verdict = "ok" if c.ok else f"FAILS atol {ATOL:g} / rtol {RTOL:g}"
+        print(f"batch {c.batch}:   max |onnx - torch| {c.max_abs:.3g}, max relative {c.max_rel:.3g}  {verdict}")
+    print("ops:       " + ", ".join(f"{op} {count}" for op, count in report.ops.items()))
+    if not report.ok:
+        print(f"netspec export: onnxruntime disagrees with PyTorch; {options.output} was not written",
+              file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    print(f"wrote {report.path} ({report.size_bytes:,} bytes)")
+    return EXIT_OK
+
+
 def cmd_ops(options: argparse.Namespace) -> int:
     from netspec.ops import OPS
     from netspec.ops.base import signature
@@ -237,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
                           help="override a network parameter")
     compile_.set_defaults(run=cmd_compile)
+
+    export = commands.add_parser("export", help="export ONNX, verified in onnxruntime against PyTorch",
+                                 description="Export the spec to ONNX, run onnx.checker, run it in onnxruntime on "
+                                             "random input at batch 1 and 3 and compare with PyTorch. Exit 1 if "
+                                             "they disagree beyond atol 1e-4 / rtol 1e-3 (nothing is written).")
+    export.add_argument("spec", help="a .net file, or file.net:Network")
+    export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    export.add_argument("--weights", help="a state_dict or checkpoint saved by torch.save (default: initial weights)")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed size")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                        help="override a network parameter")
+    export.set_defaults(run=cmd_export)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
     ops.set_defaults(run=cmd_ops)
