@@ -232,6 +232,12 @@ def cmd_ops(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _spec_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("spec", help="a .net file, or file.net:Network to pick one of several networks")
+    command.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                         help="override a network parameter, e.g. --set classes=10 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netspec", description="Declarative architecture specs for CNNs.")
     from netspec import __version__
@@ -242,53 +248,45 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a spec and print shapes, parameters and MACs",
                                 description="Validate a spec; print every layer's output shape, parameter count "
                                             "and MACs, then the totals. Exit 0: valid, 1: errors, 2: usage.")
-    check.add_argument("spec", help="a .net file, or file.net:Network to pick one of several networks")
+    _spec_arguments(check)
     check.add_argument("--format", choices=("text", "json"), default="text")
     view = check.add_mutually_exclusive_group()
     view.add_argument("--expand", action="store_true", help="one row per layer (the default)")
     view.add_argument("--collapse", action="store_true", help="one row per top-level block or group")
     view.add_argument("--depth", type=int, metavar="N", help="collapse scopes nested N deep into one row")
-    check.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
-                       help="override a network parameter, e.g. --set classes=10 (repeatable)")
     check.set_defaults(run=cmd_check)
 
     graph = commands.add_parser("graph", help="draw the architecture (DOT, Mermaid, SVG or PNG)",
                                 description="Draw a spec: blocks collapsed into one box each unless expanded, "
                                             "tensor shapes on the edges, skip connections dashed.")
-    graph.add_argument("spec", help="a .net file, or file.net:Network")
+    _spec_arguments(graph)
     graph.add_argument("-o", "--output", help="file to write (.svg, .png, .dot, .mmd); default: DOT to stdout")
     graph.add_argument("--format", choices=("dot", "mermaid", "svg", "png"),
                        help="default: from the output's extension")
     graph.add_argument("--expand", action="append", default=[], metavar="NAME",
                        help="open a block or group one level, e.g. --expand inception3a (repeatable)")
     graph.add_argument("--expand-all", action="store_true", help="draw every layer")
-    graph.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
-                       help="override a network parameter")
     graph.set_defaults(run=cmd_graph)
 
     compile_ = commands.add_parser("compile", help="write a standalone PyTorch module for a spec",
                                    description="Write the spec as a standalone .py file that defines the network "
                                                "as a torch.nn.Module (only torch imported). From Python, "
                                                "netspec.compile(spec) returns the module itself.")
-    compile_.add_argument("spec", help="a .net file, or file.net:Network")
+    _spec_arguments(compile_)
     compile_.add_argument("-o", "--output", help="the .py file to write; default: stdout")
     compile_.add_argument("--emit", choices=("python",), default="python", help="what to write (default: python)")
-    compile_.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
-                          help="override a network parameter")
     compile_.set_defaults(run=cmd_compile)
 
     export = commands.add_parser("export", help="export ONNX, verified in onnxruntime against PyTorch",
                                  description="Export the spec to ONNX, run onnx.checker, run it in onnxruntime on "
                                              "random input at batch 1 and 3 and compare with PyTorch. Exit 1 if "
                                              "they disagree beyond atol 1e-4 / rtol 1e-3 (nothing is written).")
-    export.add_argument("spec", help="a .net file, or file.net:Network")
+    _spec_arguments(export)
     export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     export.add_argument("--weights", help="a state_dict or checkpoint saved by torch.save (default: initial weights)")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     export.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed size")
     export.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    export.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
-                        help="override a network parameter")
     export.set_defaults(run=cmd_export)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
