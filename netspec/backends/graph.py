@@ -184,31 +184,44 @@ def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _nest(diagram: Diagram, box_line, cluster_lines, close_line: str) -> list[str]:
+    """Lines for every box and cluster, indented by nesting; `cluster_lines(cluster, number)` opens one."""
+    out: list[str] = []
+    clusters = 0
+
+    def walk(items, depth: int, enclosing: str) -> None:
+        nonlocal clusters
+        pad = "  " * depth
+        for item in items:
+            if isinstance(item, Box):
+                out.append(pad + box_line(item, enclosing))
+            else:
+                clusters += 1
+                out.extend(pad + line for line in cluster_lines(item, clusters))
+                walk(item.items, depth + 1, item.path)
+                out.append(pad + close_line)
+
+    walk(diagram.items, 1, "")
+    return out
+
+
 def to_dot(diagram: Diagram) -> str:
     """Graphviz DOT; skip connections are dashed and coloured."""
+    def box(item: Box, enclosing: str) -> str:
+        label = "\\n".join(_dot_text(line) for line in _label(item, enclosing))
+        return f'{item.id} [label="{label}", {_DOT_STYLE[item.kind]}];'
+
+    def cluster(item: Cluster, number: int) -> list[str]:
+        return [f"subgraph cluster_{number} {{",
+                f'  label="{_dot_text(item.path)} ({_dot_text(item.kind)})"; style="rounded,dashed"; color="#7f8fa6";']
+
     out = [
         "digraph netspec {",
         f'  graph [label="{_dot_text(diagram.title)}", labelloc=t, fontname="Helvetica", rankdir=TB];',
         '  node [fontname="Helvetica", fontsize=10];',
         '  edge [fontname="Helvetica", fontsize=9];',
+        *_nest(diagram, box, cluster, "}"),
     ]
-    counter = [0]
-
-    def emit(items, indent, cluster=""):
-        pad = "  " * indent
-        for item in items:
-            if isinstance(item, Box):
-                label = "\\n".join(_dot_text(line) for line in _label(item, cluster))
-                out.append(f'{pad}{item.id} [label="{label}", {_DOT_STYLE[item.kind]}];')
-            else:
-                counter[0] += 1
-                out.append(f"{pad}subgraph cluster_{counter[0]} {{")
-                out.append(f'{pad}  label="{_dot_text(item.path)} ({_dot_text(item.kind)})"; style="rounded,dashed";'
-                           ' color="#7f8fa6";')
-                emit(item.items, indent + 1, item.path)
-                out.append(f"{pad}}}")
-
-    emit(diagram.items, 1)
     for edge in diagram.edges:
         style = ', style=dashed, color="#c0392b", fontcolor="#c0392b"' if edge.skip else ""
         out.append(f'  {edge.source} -> {edge.target} [label="{_shape(edge.shape)}"{style}];')
@@ -225,23 +238,15 @@ _MERMAID_SHAPE = {"input": ("([", "])"), "layer": ("[", "]"), "merge": ("{{", "}
 
 def to_mermaid(diagram: Diagram) -> str:
     """A Mermaid flowchart (GitHub renders these in Markdown); skip connections are dotted."""
-    out = ["flowchart TB"]
-    counter = [0]
+    def box(item: Box, enclosing: str) -> str:
+        left, right = _MERMAID_SHAPE[item.kind]
+        label = "<br/>".join(_mermaid_text(line) for line in _label(item, enclosing))
+        return f'{item.id}{left}"{label}"{right}'
 
-    def emit(items, indent, cluster=""):
-        pad = "  " * indent
-        for item in items:
-            if isinstance(item, Box):
-                left, right = _MERMAID_SHAPE[item.kind]
-                label = "<br/>".join(_mermaid_text(line) for line in _label(item, cluster))
-                out.append(f'{pad}{item.id}{left}"{label}"{right}')
-            else:
-                counter[0] += 1
-                out.append(f'{pad}subgraph c{counter[0]}["{_mermaid_text(item.path)} ({item.kind})"]')
-                emit(item.items, indent + 1, item.path)
-                out.append(f"{pad}end")
+    def cluster(item: Cluster, number: int) -> list[str]:
+        return [f'subgraph c{number}["{_mermaid_text(item.path)} ({item.kind})"]']
 
-    emit(diagram.items, 1)
+    out = ["flowchart TB", *_nest(diagram, box, cluster, "end")]
     for edge in diagram.edges:
         arrow = "-.->" if edge.skip else "-->"
         out.append(f'  {edge.source} {arrow}|"{_shape(edge.shape)}"| {edge.target}')
