@@ -166,6 +166,22 @@ class Let:
 
 
 @dataclass
+class Setting:
+    name: str
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass
+class Train:
+    """`train Network { key = value ... }`: a training recipe, validated by netspec.recipe."""
+
+    network: str
+    settings: list[Setting]
+    span: Span = _span()
+
+
+@dataclass
 class Module:
     file: str
-    items: list[Import | Let | Block | NetworkAlias]
+    items: list[Import | Let | Block | NetworkAlias | Train]

@@ -63,6 +63,7 @@ class Graph(BaseModel):
     nodes: list[Node]
     scopes: dict[str, Scope] = {}
     checks: list[ShapeCheck] = []
+    recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.recipe.Recipe fields)
     diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)
 
     def node(self, name: str) -> Node:

@@ -15,6 +15,7 @@ from netspec.ir import Graph, Node, Scope, ShapeCheck
 from netspec.ops import OPS
 from netspec.ops.base import signature
 from netspec.parse import parse
+from netspec.recipe import recipe_from_section
 
 MAX_REPEAT = 10_000
 MAX_NODES = 200_000
@@ -32,6 +33,7 @@ class Definitions:
     blocks: dict[str, ast.Block | ast.NetworkAlias] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)  # defined in this file itself, in order
     lets: dict[str, Any] = field(default_factory=dict)
+    trains: dict[str, ast.Train] = field(default_factory=dict)  # training recipes, by network, of this file
     homes: dict[str, Definitions] = field(default_factory=dict)  # block name -> the file that defines it
 
 
@@ -85,6 +87,11 @@ def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], ch
     first_seen: dict[str, Span] = {}
 
     for item in module.items:
+        if isinstance(item, ast.Train):
+            if item.network in defs.trains:
+                errors.append(Diagnostic("NS206", f"network '{item.network}' has two training recipes", item.span))
+            defs.trains[item.network] = item
+            continue
         if isinstance(item, ast.Import):
             try:
                 imported = _load_file(path.parent / item.path, sources, loaded, chain + [key], item.span)
@@ -112,6 +119,10 @@ def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], ch
             defs.homes[item.name] = defs
             if isinstance(item, ast.NetworkAlias) or item.is_network:
                 defs.networks.append(item.name)
+    for network, section in defs.trains.items():
+        if network not in defs.networks:
+            errors.append(Diagnostic("NS210", f"a training recipe for '{network}', which this file does not define "
+                                              "as a network", section.span, did_you_mean(network, defs.networks)))
     if errors:
         raise NetspecError(errors)
     loaded[key] = defs
@@ -228,9 +239,11 @@ class Lowering:
                        "start its body with an input shape, e.g. `input x: [3, 224, 224]`")
         if self.errors:  # keep what was built, so the shape pass can still report independent mistakes
             output = self.nodes[-1].name if self.nodes else ""
+        recipe, mistakes = recipe_from_section(defs.trains.get(name), defs.lets)
+        self.errors.extend(mistakes)
         return Graph(name=name, file=defs.file, arguments=frame.params, input=self.input_name or "",
                      input_shape=self.input_shape or (), output=output, nodes=self.nodes, scopes=self.scopes,
-                     checks=self.checks, diagnostics=self.errors)
+                     checks=self.checks, recipe=recipe, diagnostics=self.errors)
 
     def _bind_network_params(self, item, overrides: dict[str, Any], frame: Frame) -> None:
         declared = {p.name for p in item.params}

@@ -109,6 +109,12 @@ class _ToAst:
         name, params, step = c
         return ast.NetworkAlias(str(name), params or [], step, self.s(meta))
 
+    def train_def(self, meta, c):
+        return ast.Train(str(c[0]), list(c[1:]), self.s(meta))
+
+    def setting(self, meta, c):
+        return ast.Setting(str(c[0]), c[1], self.s(meta))
+
     def params(self, meta, c):
         return [p for p in c if p is not None]
 
