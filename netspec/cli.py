@@ -222,6 +222,82 @@ def cmd_export(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RECIPE_FLAGS = ("data", "epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
+                "pad", "augment", "permute_pixels", "seed", "compile")
+
+
+def _recipe(options: argparse.Namespace, graph):
+    """Defaults, then the spec's `train` section, then the flags given."""
+    from pydantic import ValidationError
+
+    from netspec.recipe import Recipe
+
+    flags = {key: getattr(options, key) for key in RECIPE_FLAGS if getattr(options, key, None) is not None}
+    try:
+        return Recipe.model_validate({**graph.recipe, **flags})
+    except ValidationError as err:
+        e = err.errors()[0]
+        print(f"netspec {options.command}: --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}", file=sys.stderr)
+        return None
+
+
+def cmd_train(options: argparse.Namespace) -> int:
+    graph, status = _load(options)
+    if graph is None:
+        return status
+    recipe = _recipe(options, graph)
+    if recipe is None:
+        return EXIT_USAGE
+    from netspec.data import DataError
+    from netspec.train import TrainError, run
+
+    out = Path(options.out or Path("runs") / Path(graph.file).stem)
+    try:
+        result = run(graph, recipe, out, options.data_dir, options.device, options.resume, options.download,
+                     progress=not options.no_progress)
+    except (TrainError, DataError) as err:
+        print(f"netspec train: {err}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    rows = [[graph.name, recipe.data, str(result["epoch"]), f"{result['test_accuracy']:.2%}",
+             f"{result['best_test_accuracy']:.2%}", f"{result['train_seconds']:.1f} s",
+             f"{result['images_per_second']:,.0f}"]]
+    print(_table(["network", "data", "epochs", "test acc", "best", "train time", "img/s"], rows, right={2, 3, 4, 5, 6}))
+    print(f"run folder: {result['run']} (metrics.jsonl, config.json, last.pt, best.pt)")
+    return EXIT_OK
+
+
+def cmd_eval(options: argparse.Namespace) -> int:
+    graph, status = _load(options)
+    if graph is None:
+        return status
+    recipe = _recipe(options, graph)
+    if recipe is None:
+        return EXIT_USAGE
+    from netspec.data import DataError
+    from netspec.train import TrainError, evaluate_weights
+
+    try:
+        result = evaluate_weights(graph, options.weights, recipe, options.data_dir, options.device, options.download)
+    except (TrainError, DataError) as err:
+        print(f"netspec eval: {err}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    print(f"{result['network']} on {result['dataset']} test set ({result['test_images']:,} images): "
+          f"accuracy {result['test_accuracy']:.2%}, loss {result['test_loss']:.4f}")
+    return EXIT_OK
+
+
+def _data_arguments(command: argparse.ArgumentParser) -> None:
+    from netspec.recipe import DATASETS
+
+    command.add_argument("--data", choices=DATASETS, help="dataset (default: the spec's, else mnist)")
+    command.add_argument("--data-dir", help="where datasets live (also $NETSPEC_DATA; then ./data, ~/data)")
+    command.add_argument("--download", action="store_true", help="fetch a missing dataset with torchvision")
+    command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    command.add_argument("--pad", type=int, help="zero padding around each image, e.g. 2 for 28x28 -> 32x32")
+    command.add_argument("--permute-pixels", type=int, metavar="SEED",
+                         help="shuffle pixel positions with one fixed permutation (the seed)")
+
+
 def cmd_ops(options: argparse.Namespace) -> int:
     from netspec.ops import OPS
     from netspec.ops.base import signature
@@ -288,6 +364,32 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed size")
     export.add_argument("--force", action="store_true", help="overwrite an existing output file")
     export.set_defaults(run=cmd_export)
+
+    train = commands.add_parser("train", help="train a spec on a dataset (GPU when present)",
+                                description="Train a spec. Settings come from the defaults, then the spec's "
+                                            "`train Network { ... }` section, then these flags.")
+    _spec_arguments(train)
+    _data_arguments(train)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    train.add_argument("--schedule", choices=("none", "onecycle", "cosine", "step"))
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--augment", choices=("none", "flip", "crop", "flip+crop"))
+    train.add_argument("--compile", action="store_true", default=None, help="torch.compile (falls back to eager)")
+    train.add_argument("--seed", type=int, help="makes CPU runs bit-reproducible")
+    train.add_argument("--out", help="the run folder (default: runs/<spec file name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="test accuracy of saved weights")
+    _spec_arguments(evaluate)
+    _data_arguments(evaluate)
+    evaluate.add_argument("--weights", required=True, help="best.pt, last.pt or a state_dict")
+    evaluate.set_defaults(run=cmd_eval)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
     ops.set_defaults(run=cmd_ops)

@@ -114,6 +114,15 @@ def render_all(diagnostics: list[Diagnostic], sources: Sources | None = None, li
     return "\n\n".join(shown[:-1]) + "\n" + shown[-1]
 
 
+def first_line(err: BaseException, limit: int = 240) -> str:
+    """A library's exception as one readable line: ANSI colours and advice paragraphs dropped."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    line = (text.splitlines() or [type(err).__name__])[0]
+    return line.split(" Please feel free to request support")[0].split("  [Caused by")[0][:limit]
+
+
 def did_you_mean(name: str, candidates) -> str | None:
     import difflib
 

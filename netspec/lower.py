@@ -374,8 +374,8 @@ class Lowering:
         callee = call.callee
         try:
             bound = frame.lookup_param(callee)
-            if isinstance(bound, Symbol):
-                callee = bound.name
+            if isinstance(bound, (Symbol, str)):  # a parameter naming a layer or block: `act()` with act=relu
+                callee = bound.name if isinstance(bound, Symbol) else bound
         except KeyError:
             pass
         if callee in OPS and OPS[callee].inputs != 0:

@@ -15,7 +15,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch import nn
 import netspec
 from netspec.backends.torch import to_module
 from netspec.backends.torch_layers import MaskedConv2d
+from netspec.errors import first_line
 from netspec.ir import Graph
 
 DEFAULT_OPSET = 18
@@ -71,7 +71,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     except FileNotFoundError:
         raise ExportError(f"weights file not found: {path}") from None
     except Exception as err:
-        raise ExportError(f"cannot read weights from {path}: {type(err).__name__}: {err}") from None
+        raise ExportError(f"cannot read weights from {path}: {type(err).__name__}: {first_line(err)}") from None
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):
@@ -156,12 +156,6 @@ def _export_once(model, example, path, graph: Graph, opset: int, dynamic: bool, 
         raise ExportError(f"the exporter could not bring the model down to opset {opset}")
 
 
-def _first_line(err: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
-    line = (text.splitlines() or [type(err).__name__])[0]
-    return line.split(" Please feel free to request support")[0].split("  [Caused by")[0][:240]
-
-
 def _export(model, example, path, graph, opset, dynamic) -> str:
     """Export with the TorchScript exporter, or say which opset would work, or fall back to torch.export's."""
     try:
@@ -175,14 +169,14 @@ def _export(model, example, path, graph, opset, dynamic) -> str:
                 _export_once(model, example, os.path.join(tmp, "probe.onnx"), graph, candidate, dynamic, False)
             except Exception:
                 continue
-            raise ExportError(f"opset {opset} cannot express this network ({_first_line(first)}); the lowest "
+            raise ExportError(f"opset {opset} cannot express this network ({first_line(first)}); the lowest "
                               f"opset that works is {candidate}: pass --opset {candidate}")
     try:
         _export_once(model, example, path, graph, opset, dynamic, dynamo=True)
     except Exception as second:
         raise ExportError(f"torch.onnx cannot export this network at opset {opset}. TorchScript exporter: "
-                          f"{_first_line(first)}; torch.export-based exporter: {_first_line(second)}") from None
-    return f"torch.export-based (the TorchScript exporter failed: {_first_line(first)})"
+                          f"{first_line(first)}; torch.export-based exporter: {first_line(second)}") from None
+    return f"torch.export-based (the TorchScript exporter failed: {first_line(first)})"
 
 
 def name_nodes_by_layer(proto) -> None:

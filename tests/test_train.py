@@ -1,0 +1,168 @@
+"""Training on the shipped MNIST subset (tests/data/mnist: 2,000 training and 500 test images), on the CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import netspec  # noqa: E402
+from netspec.cli import main  # noqa: E402
+from netspec.data import DataError, load  # noqa: E402
+from netspec.recipe import Recipe  # noqa: E402
+from netspec.train import TrainError, run  # noqa: E402
+
+DATA = "tests/data"
+
+
+def train(tmp_path, spec="specs/lenet.net", overrides=None, **recipe):
+    settings = {"epochs": 2, "batch_size": 64, "lr": 0.003, **recipe}
+    graph = netspec.load(spec, **(overrides or {"act": "relu"} if spec == "specs/lenet.net" else overrides or {}))
+    return run(graph, Recipe(**{**graph.recipe, **settings}), tmp_path / "run", DATA, "cpu", progress=False,
+               log=lambda message: None)
+
+
+def metrics(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_subset_is_real_mnist(in_repo):
+    d = load("mnist", DATA, (1, 28, 28), 10)
+    assert (tuple(d.train_x.shape), tuple(d.test_x.shape)) == ((2000, 1, 28, 28), (500, 1, 28, 28))
+    assert d.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # MNIST's first ten training labels
+    assert d.train_y.bincount().tolist() == [191, 220, 198, 191, 214, 180, 200, 224, 172, 210]
+
+
+def test_lenet_learns_and_writes_the_run_folder(in_repo, tmp_path):
+    result = train(tmp_path, epochs=3)
+    assert result["test_accuracy"] > 0.7  # chance is 0.1
+    folder = tmp_path / "run"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    lines = metrics(folder)
+    assert [m["epoch"] for m in lines] == [1, 2, 3]
+    assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr",
+                             "images_per_second", "epoch_seconds", "train_seconds"}
+    assert lines[2]["train_loss"] < lines[0]["train_loss"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["network"] == "LeNet" and config["recipe"]["epochs"] == 3 and config["train_images"] == 2000
+    best = torch.load(folder / "best.pt", weights_only=True)
+    assert best["test_accuracy"] == max(m["test_accuracy"] for m in lines)
+
+
+def test_lenet5_trains_with_its_recipe_padding(in_repo, tmp_path):
+    graph = netspec.load("specs/lenet5.net")
+    assert graph.recipe["pad"] == 2  # the spec's train section pads 28x28 digits to 32x32
+    result = train(tmp_path, "specs/lenet5.net", epochs=2)
+    assert result["test_accuracy"] > 0.6
+
+
+def test_cpu_runs_are_bit_reproducible(in_repo, tmp_path):
+    a = train(tmp_path / "a", seed=5)
+    b = train(tmp_path / "b", seed=5)
+    assert a["train_loss"] == b["train_loss"] and a["test_accuracy"] == b["test_accuracy"]
+    wa = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_after_sigkill_loses_nothing(in_repo, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "netspec.cli", "train", "specs/lenet.net", "--set", "act=relu", "--data-dir",
+               DATA, "--epochs", "6", "--batch-size", "16", "--lr", "0.002", "--device", "cpu", "--no-progress",
+               "--seed", "3", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and metrics(out)):
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the middle of a later epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(metrics(out))
+    assert 1 <= done_before < 6, "the run should have been killed part-way"
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = metrics(out)
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5, 6]
+    # The same run uninterrupted ends with the same weights: the resume restored optimiser, schedule and RNG.
+    straight = tmp_path / "straight"
+    assert subprocess.run(command[:-1] + [str(straight)], capture_output=True).returncode == 0
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(straight / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["test_accuracy"] for m in metrics(straight)] == [m["test_accuracy"] for m in lines]
+
+
+def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    spec = tmp_path / "blowup.net"
+    spec.write_text("network Blowup { input x: [1, 28, 28]  flatten() linear(10) scale(1e30) scale(1e30) }")
+    with pytest.raises(TrainError, match=r"the loss became (nan|inf) at epoch 1, step 1; stopping"):
+        run(netspec.load(spec), Recipe(epochs=2), tmp_path / "run", "tests/data", "cpu", progress=False,
+            log=lambda m: None)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_bad_inputs_are_clear_errors(in_repo, tmp_path, capsys):
+    assert main(["train", "specs/lenet5.net", "--data-dir", DATA, "--pad", "0", "--out", str(tmp_path / "a")]) == 1
+    assert "LeNet5 takes input [1, 32, 32] but mnist images are [1, 28, 28]; pad them with --pad 2" in \
+        capsys.readouterr().err
+    assert main(["train", "specs/resnet18.net", "--data-dir", DATA, "--out", str(tmp_path / "b")]) == 1
+    assert "3 channels against 1" in capsys.readouterr().err
+    assert main(["train", "specs/lenet.net", "--data", "cifar10", "--data-dir", str(tmp_path),
+                 "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert f"cifar10 not found; looked in {tmp_path}/cifar-10-batches-py" in err and "--download" in err
+    with pytest.raises(SystemExit) as usage:  # argparse: not a dataset netspec knows
+        main(["train", "specs/lenet.net", "--data", "imagenet"])
+    assert usage.value.code == 2
+    assert main(["train", "specs/lenet.net", "--data-dir", DATA, "--out", "/proc/netspec-run"]) == 1
+    assert "cannot write the run folder /proc/netspec-run" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_damaged_checkpoint_and_changes_nothing(in_repo, tmp_path, capsys):
+    train(tmp_path, epochs=1)
+    folder = tmp_path / "run"
+    (folder / "last.pt").write_bytes(b"not a checkpoint")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["train", "specs/lenet.net", "--set", "act=relu", "--data-dir", DATA, "--epochs", "1",
+                 "--out", str(folder), "--resume"]) == 1
+    assert "last.pt is damaged or not a checkpoint" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(["train", "specs/lenet.net", "--data-dir", DATA, "--out", str(folder)]) == 1
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+
+
+def test_eval_reports_the_saved_weights_accuracy(in_repo, tmp_path, capsys):
+    result = train(tmp_path, epochs=1)
+    assert main(["eval", "specs/lenet.net", "--set", "act=relu", "--weights", str(tmp_path / "run" / "best.pt"),
+                 "--data-dir", DATA]) == 0
+    assert f"LeNet on mnist test set (500 images): accuracy {result['test_accuracy']:.2%}" in capsys.readouterr().out
+
+
+def test_datasets_refuse_files_that_are_not_theirs(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"\0\0\x08\x03" + (10).to_bytes(4, "big"))
+    with pytest.raises(DataError, match="is truncated"):
+        load("mnist", str(tmp_path), (1, 28, 28), 10)
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    import pickle
+
+    evil = pickle.dumps(os.system)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (cifar / name).write_bytes(evil)
+    with pytest.raises(DataError, match="refusing to load"):
+        load("cifar10", str(tmp_path), (3, 32, 32), 10)
+
+
+def test_synthetic_data_has_the_networks_shape():
+    d = load("synthetic", None, (3, 32, 32), 4)
+    assert tuple(d.train_x.shape) == (4096, 3, 32, 32) and tuple(d.test_x.shape) == (1024, 3, 32, 32)
+    assert sorted(d.train_y.unique().tolist()) == [0, 1, 2, 3]
