@@ -26,6 +26,7 @@ BY_HAND = {
                                          + 16 * 32 + bn(32)  # the projected shortcut
                                          + sum(bn(c) + conv(c, 12, 3, False) for c in (32, 44, 56))
                                          + 68 * 10 + 10),
+    "examples/mnist-cnn-vs-mlp/mlp.net": 784 * 76 + 76 + 76 * 10 + 10,
     "examples/04-imports/network.net:Wide": conv(3, 64, 3) + conv(64, 128, 3) + 128 * 10 + 10,
     "examples/04-imports/network.net:Narrow": (conv(3, 8, 1) + conv(8, 32, 3) + conv(32, 16, 1) + conv(16, 64, 3)
                                                + 64 * 10 + 10),
@@ -43,3 +44,19 @@ def test_example_checks_with_hand_computed_params(spec, in_repo, capsys):
     out = capsys.readouterr().out
     params = BY_HAND[spec]
     assert f"Params:      {params:,} (trainable {params:,}, non-trainable 0)" in out
+
+
+def test_the_cnn_versus_mlp_experiment_runs(in_repo, tmp_path):
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    table = tmp_path / "table.md"
+    result = subprocess.run([sys.executable, "examples/mnist-cnn-vs-mlp/run.py", "--data-dir", "tests/data",
+                             "--epochs", "1", "--device", "cpu", "--table", str(table)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| ") and "%" in line]
+    assert [row.split(" | ")[:3] for row in rows] == [["| LeNet (CNN)", "original", "61,706"],
+                                                      ["| MLP", "original", "60,430"],
+                                                      ["| LeNet (CNN)", "permuted", "61,706"],
+                                                      ["| MLP", "permuted", "60,430"]]

@@ -22,7 +22,7 @@ DATA = "tests/data"
 
 def train(tmp_path, spec="specs/lenet.net", overrides=None, **recipe):
     settings = {"epochs": 2, "batch_size": 64, "lr": 0.003, **recipe}
-    graph = netspec.load(spec, **(overrides or {"act": "relu"} if spec == "specs/lenet.net" else overrides or {}))
+    graph = netspec.load(spec, **(overrides or {}))
     return run(graph, Recipe(**{**graph.recipe, **settings}), tmp_path / "run", DATA, "cpu", progress=False,
                log=lambda message: None)
 
@@ -72,7 +72,7 @@ def test_cpu_runs_are_bit_reproducible(in_repo, tmp_path):
 
 def test_resume_after_sigkill_loses_nothing(in_repo, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "netspec.cli", "train", "specs/lenet.net", "--set", "act=relu", "--data-dir",
+    command = [sys.executable, "-m", "netspec.cli", "train", "specs/lenet.net", "--data-dir",
                DATA, "--epochs", "6", "--batch-size", "16", "--lr", "0.002", "--device", "cpu", "--no-progress",
                "--seed", "3", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -128,7 +128,7 @@ def test_resume_refuses_a_damaged_checkpoint_and_changes_nothing(in_repo, tmp_pa
     folder = tmp_path / "run"
     (folder / "last.pt").write_bytes(b"not a checkpoint")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert main(["train", "specs/lenet.net", "--set", "act=relu", "--data-dir", DATA, "--epochs", "1",
+    assert main(["train", "specs/lenet.net", "--data-dir", DATA, "--epochs", "1",
                  "--out", str(folder), "--resume"]) == 1
     assert "last.pt is damaged or not a checkpoint" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -138,7 +138,7 @@ def test_resume_refuses_a_damaged_checkpoint_and_changes_nothing(in_repo, tmp_pa
 
 def test_eval_reports_the_saved_weights_accuracy(in_repo, tmp_path, capsys):
     result = train(tmp_path, epochs=1)
-    assert main(["eval", "specs/lenet.net", "--set", "act=relu", "--weights", str(tmp_path / "run" / "best.pt"),
+    assert main(["eval", "specs/lenet.net", "--weights", str(tmp_path / "run" / "best.pt"),
                  "--data-dir", DATA]) == 0
     assert f"LeNet on mnist test set (500 images): accuracy {result['test_accuracy']:.2%}" in capsys.readouterr().out
 
