@@ -222,7 +222,6 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
 
     dataset = datasets.load(recipe.data, data_dir, graph.input_shape, graph.node(graph.output).shape[0], download)
     fit_input(graph, dataset, recipe)
-    torch.manual_seed(recipe.seed)
     model = to_module(graph, seed=recipe.seed).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -247,12 +246,14 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
                    if saved.get(key) != value]
         if changed:
             raise TrainError("--resume continues a run as it was set up, but " + "; ".join(changed) +
-                             f". Use the same settings, or start a new run with another --out")
+                             ". Use the same settings, or start a new run with another --out")
         model.load_state_dict(checkpoint["model"])
         optimiser.load_state_dict(checkpoint["optimizer"])
         schedule.load_state_dict(checkpoint["scheduler"])
         generator.set_state(checkpoint["generator"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if dev.type == "cuda" and "cuda_rng" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"])
         history = list(checkpoint["metrics"])
         start_epoch = checkpoint["epoch"] + 1
         best_accuracy = max((m["test_accuracy"] for m in history), default=-1.0)
@@ -327,7 +328,8 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
                          "config": config})
         _save(last, {"model": model.state_dict(), "optimizer": optimiser.state_dict(),
                      "scheduler": schedule.state_dict(), "epoch": epoch, "generator": generator.get_state(),
-                     "torch_rng": torch.get_rng_state(), "metrics": history, "config": config})
+                     "torch_rng": torch.get_rng_state(), "metrics": history, "config": config,
+                     **({"cuda_rng": torch.cuda.get_rng_state()} if dev.type == "cuda" else {})})
         write_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
         log(f"epoch {epoch}/{recipe.epochs}: train loss {metrics['train_loss']:.4f} acc {metrics['train_accuracy']:.2%}"
             f" | test loss {test_loss:.4f} acc {test_accuracy:.2%} | {metrics['images_per_second']:,.0f} img/s")
