@@ -59,6 +59,7 @@ EXPECTED_CODES = {
     "absurd_sizes": ["NS213", "NS213"],
     "many_errors": ["NS201", "NS202", "NS205"],
     "no_network": ["NS210"],
+    "train_recipe": ["NS202", "NS203"],
 }
 
 

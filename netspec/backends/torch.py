@@ -126,7 +126,8 @@ def _literal(value: Any) -> str:
 
 def to_python(graph: Graph) -> str:
     """A standalone .py file (only torch imported) that defines the same module as `to_module`."""
-    module = to_module(graph)
+    with torch.device("meta"):  # only the generated forward is needed: no weights are allocated
+        module = to_module(graph)
     implementations = layers(graph)
     helpers = Path(torch_layers.__file__).read_text()
     init_lines = []
