@@ -26,6 +26,8 @@ def _parse_override(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     try:
         module = parse(f"let {key} = {value}", "--set")
+        if len(module.items) != 1:
+            raise argparse.ArgumentTypeError(f"cannot read --set {text}: the value must be one expression")
         return key, evaluate(module.items[0].value, {}.__getitem__, allow_symbol=True)
     except NetspecError as err:
         raise argparse.ArgumentTypeError(f"cannot read --set {text}: {err.diagnostics[0].message}") from None

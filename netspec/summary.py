@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from netspec.evaluate import Symbol
 from netspec.ir import Graph
 
 BYTES_PER_ELEMENT = 4  # float32
@@ -81,5 +82,7 @@ def summarize(graph: Graph, depth: int | None = None) -> Summary:
                     buffers=sum(n.buffers for n in graph.nodes), macs=macs, flops=2 * macs,
                     activation_bytes=activations * BYTES_PER_ELEMENT, input_shape=list(graph.input_shape),
                     output_shape=list(graph.node(graph.output).shape))
-    return Summary(network=graph.name, file=graph.file, arguments=graph.arguments, rows=list(rows.values()),
+    # A block or layer passed as an argument is reported by its name.
+    arguments = {k: (v.name if isinstance(v, Symbol) else v) for k, v in graph.arguments.items()}
+    return Summary(network=graph.name, file=graph.file, arguments=arguments, rows=list(rows.values()),
                    totals=totals)

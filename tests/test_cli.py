@@ -99,3 +99,13 @@ def test_unwritable_output_is_a_clear_error(in_repo, tmp_path, capsys):
     assert main(["graph", "specs/lenet.net", "-o", str(target)]) == 2
     assert f"netspec graph: cannot write {target}: No such file or directory" in capsys.readouterr().err
     assert not target.parent.exists()
+
+
+def test_block_arguments_are_reported_by_name(in_repo, capsys):
+    assert main(["check", "specs/lenet.net", "--set", "act=sigmoid", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["arguments"] == {"classes": 10, "act": "sigmoid"}
+
+
+def test_set_takes_one_expression(in_repo):
+    result = run("check", "specs/lenet.net", "--set", "classes=3 network X { input x: [1] }")
+    assert result.returncode == 2 and "the value must be one expression" in result.stderr
