@@ -243,13 +243,19 @@ def _recipe(options: argparse.Namespace, graph):
         return None
 
 
-def cmd_train(options: argparse.Namespace) -> int:
+def _load_with_recipe(options: argparse.Namespace):
+    """(graph, recipe, None), or (None, None, exit status) after saying what is wrong."""
     graph, status = _load(options)
     if graph is None:
-        return status
+        return None, None, status
     recipe = _recipe(options, graph)
-    if recipe is None:
-        return EXIT_USAGE
+    return (graph, recipe, None) if recipe is not None else (None, None, EXIT_USAGE)
+
+
+def cmd_train(options: argparse.Namespace) -> int:
+    graph, recipe, status = _load_with_recipe(options)
+    if graph is None:
+        return status
     from netspec.data import DataError
     from netspec.train import TrainError, run
 
@@ -269,12 +275,9 @@ def cmd_train(options: argparse.Namespace) -> int:
 
 
 def cmd_eval(options: argparse.Namespace) -> int:
-    graph, status = _load(options)
+    graph, recipe, status = _load_with_recipe(options)
     if graph is None:
         return status
-    recipe = _recipe(options, graph)
-    if recipe is None:
-        return EXIT_USAGE
     from netspec.data import DataError
     from netspec.train import TrainError, evaluate_weights
 
