@@ -129,7 +129,7 @@ def cmd_graph(options: argparse.Namespace) -> int:
 
     fmt = options.format
     if fmt is None:
-        fmt = GRAPH_FORMATS.get(Path(options.output).suffix.lower(), None) if options.output else "dot"
+        fmt = GRAPH_FORMATS.get(Path(options.output).suffix.lower()) if options.output else "dot"
         if fmt is None:
             print(f"netspec graph: cannot tell the format of {options.output}; name it .svg, .png, .dot or .mmd, "
                   "or pass --format", file=sys.stderr)

@@ -429,7 +429,7 @@ class Lowering:
                     continue
                 if not positional:
                     self.error("NS211", f"too many positional arguments for {op_name}", arg.span,
-                               f"expected {self._signature(op_name)}")
+                               f"expected {signature(op)}")
                     ok = False
                     continue
                 key = positional.pop(0)
@@ -437,7 +437,7 @@ class Lowering:
                 key = arg.name
                 if key not in op.Args.model_fields:
                     self.error("NS202", f"{op_name} has no argument '{key}'", arg.span,
-                               did_you_mean(key, op.Args.model_fields) or f"expected {self._signature(op_name)}")
+                               did_you_mean(key, op.Args.model_fields) or f"expected {signature(op)}")
                     ok = False
                     continue
                 if key in values:
@@ -460,9 +460,6 @@ class Lowering:
             return _POISON
         self._emit(name, op_name, args, inputs, call.span, frame)
         return name
-
-    def _signature(self, op_name: str) -> str:
-        return signature(OPS[op_name])
 
     def _validate(self, op_name: str, values: dict, spans: dict, call: ast.Call, frame: Frame):
         plain = {k: (v.name if isinstance(v, Symbol) else v) for k, v in values.items()}
@@ -487,7 +484,7 @@ class Lowering:
                                did_you_mean(original.name, frame.param_names()))
                 elif e["type"] == "missing":
                     self.error("NS204", f"{op_name} needs argument '{key}'", call.span,
-                               f"expected {self._signature(op_name)}")
+                               f"expected {signature(OPS[op_name])}")
                 elif e["type"] in ("greater_than", "greater_than_equal") and isinstance(e.get("input"), int):
                     limit = "positive" if e["type"] == "greater_than" else "non-negative"
                     self.error("NS303", f"'{key}' of {op_name} must be {limit}, got {e['input']}", span)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 from pydantic import BaseModel
@@ -71,13 +72,7 @@ def summarize(graph: Graph, depth: int | None = None) -> Summary:
     params = sum(n.params for n in graph.nodes)
     trainable = sum(n.trainable for n in graph.nodes)
     macs = sum(n.macs for n in graph.nodes)
-    activations = 0
-    for n in graph.nodes:
-        if n.op != "input":
-            size = 1
-            for d in n.shape:
-                size *= d
-            activations += size
+    activations = sum(prod(n.shape) for n in graph.nodes if n.op != "input")
     totals = Totals(params=params, trainable=trainable, non_trainable=params - trainable,
                     buffers=sum(n.buffers for n in graph.nodes), macs=macs, flops=2 * macs,
                     activation_bytes=activations * BYTES_PER_ELEMENT, input_shape=list(graph.input_shape),

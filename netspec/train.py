@@ -358,7 +358,7 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
 def evaluate_weights(graph: Graph, weights: Path, recipe: Recipe, data_dir: str | None, device: str = "auto",
                      download: bool = False) -> dict:
     """Test loss and accuracy of saved weights (a best.pt/last.pt, or a plain state_dict)."""
-    from netspec.backends.onnx import ExportError, load_weights
+    from netspec.backends.torch import WeightsError, load_weights
 
     dev = pick_device(device)
     dataset = datasets.load(recipe.data, data_dir, graph.input_shape, graph.node(graph.output).shape[0], download)
@@ -366,7 +366,7 @@ def evaluate_weights(graph: Graph, weights: Path, recipe: Recipe, data_dir: str 
     model = to_module(graph)
     try:
         load_weights(model, weights)
-    except ExportError as err:
+    except WeightsError as err:
         raise TrainError(str(err)) from None
     model = model.to(dev)
     preprocess = make_preprocess(dataset, recipe, dev)

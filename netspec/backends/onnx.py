@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import netspec
-from netspec.backends.torch import to_module
+from netspec.backends.torch import WeightsError, load_weights, to_module
 from netspec.backends.torch_layers import MaskedConv2d
 from netspec.errors import first_line
 from netspec.ir import Graph
@@ -59,38 +59,6 @@ class ExportReport:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.comparisons)
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict (or a checkpoint holding one under "model" or "state_dict") into `model`.
-
-    Only tensors are read (`torch.load(weights_only=True)`): a checkpoint cannot run code.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ExportError(f"weights file not found: {path}") from None
-    except Exception as err:
-        raise ExportError(f"cannot read weights from {path}: {type(err).__name__}: {first_line(err)}") from None
-    if isinstance(state, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ExportError(f"{path} holds no state_dict of tensors")
-    own = model.state_dict()
-    for key, value in own.items():
-        if key not in state:
-            raise ExportError(f"{path} has no entry '{key}' (shape {list(value.shape)}); it was saved from "
-                              "another network")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ExportError(f"'{key}' has shape {list(state[key].shape)} in {path} but {list(value.shape)} in "
-                              "the spec")
-    extra = [key for key in state if key not in own]
-    if extra:
-        raise ExportError(f"{path} has an entry '{extra[0]}' that the spec does not")
-    model.load_state_dict(state)
 
 
 def densify_sparse_convs(model: nn.Module) -> None:
@@ -258,7 +226,10 @@ def export(graph: Graph, sources, output: str | Path, weights: str | Path | None
     dynamic = batch == "dynamic"
     model = to_module(graph, seed=seed)
     if weights is not None:
-        load_weights(model, weights)
+        try:
+            load_weights(model, weights)
+        except WeightsError as err:
+            raise ExportError(str(err)) from None
     model.eval()
     densify_sparse_convs(model)
     example = torch.randn(2 if dynamic else int(batch), *graph.input_shape)

@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 
 from netspec.backends import torch_layers
+from netspec.errors import first_line
 from netspec.ir import Graph
 from netspec.ops import OPS
 from netspec.ops.base import TorchFunction, TorchLayer
@@ -112,6 +113,42 @@ def load_foreign_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -
         pairs.append((own_key, key))
     module.load_state_dict({own_key: state[key] for own_key, key in pairs})
     return pairs
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be read, or does not fit the module; the message names the first bad key."""
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict (or a checkpoint holding one under "model" or "state_dict") into `model`.
+
+    Only tensors are read (`torch.load(weights_only=True)`): a checkpoint cannot run code.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}") from None
+    except Exception as err:
+        raise WeightsError(f"cannot read weights from {path}: {type(err).__name__}: {first_line(err)}") from None
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} holds no state_dict of tensors")
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise WeightsError(f"{path} has no entry '{key}' (shape {list(value.shape)}); it was saved from "
+                              "another network")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise WeightsError(f"'{key}' has shape {list(state[key].shape)} in {path} but {list(value.shape)} in "
+                              "the spec")
+    extra = [key for key in state if key not in own]
+    if extra:
+        raise WeightsError(f"{path} has an entry '{extra[0]}' that the spec does not")
+    model.load_state_dict(state)
 
 
 # Standalone Python ---------------------------------------------------------------------

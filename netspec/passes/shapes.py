@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 from netspec.errors import Diagnostic, ShapeRuleError
 from netspec.ir import Graph
 from netspec.ops import OPS
@@ -24,9 +26,7 @@ def infer_shapes(graph: Graph) -> Graph:
             graph.diagnostics.append(Diagnostic(err.code, err.message, node.span, err.hint,
                                                 (f"at layer '{node.name}' ({node.op}), whose input is {' and '.join(map(fmt, inputs))}",)))
             continue
-        size = 1
-        for d in shape:
-            size *= d
+        size = prod(shape)
         if size > MAX_ELEMENTS:
             graph.diagnostics.append(Diagnostic("NS213", f"layer '{node.name}' outputs {fmt(shape)}, {size:.3g} elements "
                                                          f"per sample (limit {MAX_ELEMENTS:.3g})", node.span))
