@@ -12,12 +12,13 @@ from typing import Any
 
 from netspec.errors import Diagnostic, NetspecError, Sources, render, render_all
 from netspec.ir import Graph, Node
+from netspec.limits import DEFAULT, Limits
 from netspec.lower import load_program, lower
 from netspec.passes import PASSES
 from netspec.summary import Summary, summarize
 
 __version__ = "0.1.0"
-__all__ = ["Diagnostic", "Graph", "NetspecError", "Node", "Sources", "Summary", "compile", "load", "render",
+__all__ = ["Diagnostic", "Graph", "Limits", "NetspecError", "Node", "Sources", "Summary", "compile", "load", "render",
            "render_all", "split_spec", "summarize"]
 
 
@@ -30,13 +31,16 @@ def split_spec(spec: str | Path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def load(spec: str | Path, sources: Sources | None = None, **overrides: Any) -> Graph:
-    """Parse, resolve and analyse a spec; raise NetspecError with every diagnostic found."""
+def load(spec: str | Path, sources: Sources | None = None, limits: Limits = DEFAULT, **overrides: Any) -> Graph:
+    """Parse, resolve and analyse a spec; raise NetspecError with every diagnostic found.
+
+    `limits` sets the ceilings (sizes, nesting, where imports may read) that keep hostile input harmless.
+    """
     path, network = split_spec(spec)
-    program = load_program(path, sources)
+    program = load_program(path, sources, limits)
     graph = lower(program, network, overrides)
     for run_pass in PASSES:
-        graph = run_pass(graph)
+        graph = run_pass(graph, limits)
     if graph.diagnostics:
         raise NetspecError(sorted(graph.diagnostics, key=_position))
     return graph

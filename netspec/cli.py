@@ -74,11 +74,19 @@ def _print_summary(summary, fmt: str) -> None:
           "float32 outputs of every layer, batch 1")
 
 
-def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str) -> None:
+def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str, limit: int) -> None:
     if fmt == "json":
-        print(json.dumps({"ok": False, "errors": [d.to_json() for d in diagnostics]}, indent=2))
+        print(json.dumps({"ok": False, "error_count": len(diagnostics),
+                          "errors": [d.to_json() for d in diagnostics[:limit]]}, indent=2))
     else:
-        print(render_all(diagnostics, sources), file=sys.stderr)
+        print(render_all(diagnostics, sources, limit), file=sys.stderr)
+
+
+def _limits(options: argparse.Namespace):
+    from netspec.limits import Limits
+
+    roots = None if options.allow_any_import else tuple(Path(p) for p in options.import_path)
+    return Limits(params=options.max_params, instances=options.max_layers, import_roots=roots)
 
 
 def _load(options: argparse.Namespace, fmt: str = "text", sources: Sources | None = None):
@@ -86,10 +94,11 @@ def _load(options: argparse.Namespace, fmt: str = "text", sources: Sources | Non
     import netspec
 
     sources = sources if sources is not None else Sources()
+    limits = _limits(options)
     try:
-        return netspec.load(options.spec, sources, **dict(options.set)), None
+        return netspec.load(options.spec, sources, limits, **dict(options.set)), None
     except NetspecError as err:
-        _report_errors(err.diagnostics, sources, fmt)
+        _report_errors(err.diagnostics, sources, fmt, limits.errors_shown)
         top_level_missing = all(d.code == "NS209" and d.span is None for d in err.diagnostics)
         return None, EXIT_USAGE if top_level_missing else EXIT_SPEC_ERROR
 
@@ -313,10 +322,33 @@ def cmd_ops(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _count(text: str) -> int:
+    """A positive count; underscores and powers of ten allowed: 1_000_000, 1e12."""
+    try:
+        value = float(text.replace("_", "")) if "e" in text.lower() else int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(value)
+
+
 def _spec_arguments(command: argparse.ArgumentParser) -> None:
+    from netspec.limits import DEFAULT
+
     command.add_argument("spec", help="a .net file, or file.net:Network to pick one of several networks")
     command.add_argument("--set", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
                          help="override a network parameter, e.g. --set classes=10 (repeatable)")
+    limits = command.add_argument_group("limits (docs/reliability.md)")
+    limits.add_argument("--max-params", type=_count, default=DEFAULT.params, metavar="N",
+                        help=f"refuse networks with more parameters (default {DEFAULT.params:.0e})")
+    limits.add_argument("--max-layers", type=_count, default=DEFAULT.instances, metavar="N",
+                        help=f"refuse networks instantiating more layers, blocks and groups "
+                             f"(default {DEFAULT.instances:,})")
+    limits.add_argument("--import-path", action="append", default=[], metavar="DIR",
+                        help="a folder imports may read besides the spec's own (repeatable)")
+    limits.add_argument("--allow-any-import", action="store_true",
+                        help="let imports read any file (only for specs you trust)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug in netspec, not a mistake in the spec
         if os.environ.get("NETSPEC_DEBUG"):
             raise
+        if getattr(options, "format", None) == "json":  # machine readers still get JSON
+            print(json.dumps({"ok": False, "internal_error": f"{type(err).__name__}: {err}"}))
         print(f"netspec: internal error: {type(err).__name__}: {err}\n"
               "This is a bug in netspec; rerun with NETSPEC_DEBUG=1 for the traceback and report it.",
               file=sys.stderr)

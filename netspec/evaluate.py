@@ -11,6 +11,13 @@ from netspec.errors import Diagnostic, NetspecError, did_you_mean
 
 # A value larger than this is not a plausible size; refusing it keeps arithmetic cheap.
 MAX_MAGNITUDE = 10**18
+# Items in one list value, nested lists counted through: `let b = [a, a]` shares `a` but doubles the count.
+MAX_LIST_ITEMS = 100_000
+MAX_LIST_DEPTH = 100
+SHOWN_CHARS = 200  # of a value quoted in a message
+
+
+POISONED = object()  # the value of a `let` whose definition had an error; its users stay silent
 
 
 @dataclass(frozen=True)
@@ -20,8 +27,13 @@ class Symbol:
     name: str
 
 
-def show(value: Any) -> str:
-    """A value as a spec would write it."""
+def show(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as a spec would write it, cut to about `limit` characters."""
+    text = _show(value, limit)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _show(value: Any, limit: int) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -31,8 +43,30 @@ def show(value: Any) -> str:
     if isinstance(value, Symbol):
         return value.name
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
+        parts, length = [], 0
+        for v in value:  # stop early: a shared nested list can stand for 10^5 numbers
+            if length > limit:
+                parts.append("...")
+                break
+            parts.append(_show(v, limit - length))
+            length += len(parts[-1]) + 2
+        return "[" + ", ".join(parts) + "]"
     return repr(value)
+
+
+def _list_problem(value: list) -> str | None:
+    """Why a list value is too big to keep, if it is; stops looking as soon as it knows."""
+    budget = MAX_LIST_ITEMS
+    stack = [(value, 1)]
+    while stack:
+        items, depth = stack.pop()
+        budget -= len(items)
+        if budget < 0:
+            return f"a list holding more than {MAX_LIST_ITEMS:,} items, nested lists counted through"
+        if depth > MAX_LIST_DEPTH:  # `let a2 = [a1]`, and so on: deep without deep syntax
+            return f"lists nested more than {MAX_LIST_DEPTH} deep"
+        stack.extend((v, depth + 1) for v in items if isinstance(v, list))
+    return None
 
 
 def _error(code: str, message: str, node, hint: str | None = None) -> NetspecError:
@@ -68,14 +102,17 @@ def evaluate(expr: ast.Expr, lookup: Callable[[str], Any], names: Callable[[], l
         return expr.value
     if isinstance(expr, ast.Name):
         try:
-            return lookup(expr.id)
+            value = lookup(expr.id)
+            if value is POISONED:
+                raise NetspecError([])  # its own definition was reported already
+            return value
         except KeyError:
             if allow_symbol:
                 return Symbol(expr.id)
             hint = did_you_mean(expr.id, names()) if names else None
             raise _error("NS205", f"undefined name '{expr.id}'", expr, hint) from None
     if isinstance(expr, ast.ListExpr):
-        return [evaluate(item, lookup, names) for item in expr.items]
+        return _sized([evaluate(item, lookup, names) for item in expr.items], expr)
     if isinstance(expr, ast.Unary):
         value = evaluate(expr.operand, lookup, names)
         if expr.op == "not":
@@ -111,7 +148,9 @@ def _binary(expr: ast.Binary, lookup, names) -> Any:
         except TypeError:
             raise _error("NS212", f"cannot compare {show(left)} {expr.op} {show(right)}", expr) from None
     if expr.op == "+" and isinstance(left, list) and isinstance(right, list):
-        return left + right
+        if len(left) + len(right) > MAX_LIST_ITEMS:
+            raise _error("NS213", f"a list of {len(left) + len(right):,} items (limit {MAX_LIST_ITEMS:,})", expr)
+        return _sized(left + right, expr)
     if not (_is_number(left) and _is_number(right)):
         raise _error("NS212", f"'{expr.op}' needs numbers, got {show(left)} and {show(right)}", expr)
     if expr.op in ("/", "//", "%") and right == 0:
@@ -126,6 +165,13 @@ def _binary(expr: ast.Binary, lookup, names) -> Any:
         raise _error("NS213", "number too large", expr) from None
     if _is_number(result) and abs(result) > MAX_MAGNITUDE:
         raise _error("NS213", f"{result:.3g} is larger than any plausible size (limit 1e18)", expr)
-    if isinstance(result, float) and result != result:
-        raise _error("NS212", "the result is not a number", expr)
+    if isinstance(result, complex) or (isinstance(result, float) and result != result):
+        raise _error("NS212", "the result is not a real number", expr)
     return result
+
+
+def _sized(value: list, expr) -> list:
+    problem = _list_problem(value)
+    if problem:
+        raise _error("NS213", problem, expr)
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,17 +11,14 @@ from pydantic import ValidationError
 
 from netspec import ast
 from netspec.errors import Diagnostic, NetspecError, Sources, Span, did_you_mean
-from netspec.evaluate import Symbol, evaluate, show
+from netspec.evaluate import POISONED, Symbol, evaluate, show
 from netspec.ir import Graph, Node, Scope, ShapeCheck
+from netspec.limits import DEFAULT, Limits
 from netspec.ops import OPS
 from netspec.ops.base import signature
 from netspec.parse import parse
 from netspec.recipe import recipe_from_section
 
-MAX_REPEAT = 10_000
-MAX_NODES = 200_000
-MAX_DEPTH = 64
-MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 # Loading files --------------------------------------------------------------
@@ -41,47 +39,88 @@ class Definitions:
 class Program:
     root: Definitions
     sources: Sources
+    limits: Limits = DEFAULT
 
 
-def read_source(path: Path, span: Span | None = None) -> str:
+def read_source(path: Path, span: Span | None = None, max_bytes: int = DEFAULT.file_bytes,
+                sources: Sources | None = None) -> str:
+    """The file's text; a byte that is not UTF-8 is reported at its line and column (shown as U+FFFD)."""
     try:
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
+        if size > max_bytes:
             raise NetspecError(Diagnostic("NS213", f"{path} is {size:,} bytes; specs are limited to "
-                                                   f"{MAX_FILE_BYTES:,}", span))
-        return path.read_bytes().decode("utf-8")
+                                                   f"{max_bytes:,}", span))
+        data = path.read_bytes()
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[:err.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+        if sources is not None:
+            sources.texts[str(path)] = data.decode("utf-8", "replace")
+        raise NetspecError(Diagnostic("NS100", f"byte 0x{data[err.start]:02x} is not UTF-8 text",
+                                      Span(str(path), line, col, line, col + 1),
+                                      "save the file as UTF-8")) from None
     except FileNotFoundError:
         raise NetspecError(Diagnostic("NS209", f"file not found: {path}", span)) from None
     except IsADirectoryError:
         raise NetspecError(Diagnostic("NS209", f"{path} is a directory, not a spec file", span)) from None
-    except UnicodeDecodeError as err:
-        raise NetspecError(Diagnostic("NS100", f"{path} is not UTF-8 text (byte {err.start})", span)) from None
     except OSError as err:
         raise NetspecError(Diagnostic("NS209", f"cannot read {path}: {err.strerror}", span)) from None
 
 
-def load_program(path: str | Path, sources: Sources | None = None) -> Program:
-    """Parse a file and everything it imports."""
+@dataclass
+class _Loader:
+    sources: Sources
+    limits: Limits
+    roots: tuple[Path, ...] | None  # where imports may read; None: anywhere
+    loaded: dict[Path, Definitions] = field(default_factory=dict)
+
+
+def load_program(path: str | Path, sources: Sources | None = None, limits: Limits = DEFAULT) -> Program:
+    """Parse a file and everything it imports.
+
+    Imports stay inside the main file's folder and `limits.import_roots` (docs/reliability.md).
+    """
     sources = sources if sources is not None else Sources()
-    loaded: dict[Path, Definitions] = {}
-    root = _load_file(Path(path), sources, loaded, [], None)
-    return Program(root, sources)
+    path = Path(path)
+    roots = None
+    if limits.import_roots is not None:
+        roots = (path.resolve().parent, *(Path(r).resolve() for r in limits.import_roots))
+    root = _load_file(path, _Loader(sources, limits, roots), [], None)
+    return Program(root, sources, limits)
 
 
-def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], chain: list[Path],
-               span: Span | None) -> Definitions:
-    key = path.resolve()
+def _shown(path: Path) -> str:
+    """A path as the user would type it from here."""
+    import os
+
+    return os.path.relpath(path)
+
+
+def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None) -> Definitions:
+    try:
+        key = path.resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL in the name; a symbolic-link loop
+        raise NetspecError(Diagnostic("NS209", f"cannot read {str(path)!r}: {err}", span)) from None
+    if chain and loader.roots is not None and not any(key.is_relative_to(r) for r in loader.roots):
+        raise NetspecError(Diagnostic(
+            "NS214", f"this import reads {_shown(key)}, outside the folders imports may read", span,
+            "imports stay inside the main spec's folder; allow another with --import-path DIR "
+            "(or any with --allow-any-import)",
+            (f"allowed: {', '.join(_shown(r) + '/' for r in loader.roots)}",)))
     if key in chain:
         cycle = " -> ".join(p.name for p in chain[chain.index(key):] + [key])
         raise NetspecError(Diagnostic("NS208", f"import cycle: {cycle}", span))
-    if key in loaded:
-        return loaded[key]
-    if len(chain) >= MAX_DEPTH:
-        raise NetspecError(Diagnostic("NS213", f"imports nest deeper than {MAX_DEPTH} files", span))
+    if key in loader.loaded:
+        return loader.loaded[key]
+    limits = loader.limits
+    if len(chain) >= limits.import_depth:
+        raise NetspecError(Diagnostic("NS213", f"imports nest deeper than {limits.import_depth} files", span))
     name = str(path)
-    text = read_source(path, span)
-    sources.texts[name] = text.lstrip("\ufeff")
-    module = parse(text, name)
+    text = read_source(path, span, limits.file_bytes, loader.sources)
+    loader.sources.texts[name] = text.lstrip("\ufeff")
+    module = parse(text, name, limits.nesting)
     defs = Definitions(name)
     errors: list[Diagnostic] = []
     first_seen: dict[str, Span] = {}
@@ -94,7 +133,7 @@ def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], ch
             continue
         if isinstance(item, ast.Import):
             try:
-                imported = _load_file(path.parent / item.path, sources, loaded, chain + [key], item.span)
+                imported = _load_file(path.parent / item.path, loader, chain + [key], item.span)
             except NetspecError as err:
                 errors.extend(err.diagnostics)
                 continue
@@ -114,6 +153,7 @@ def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], ch
                 defs.lets[item.name] = evaluate(item.value, defs.lets.__getitem__, lambda: list(defs.lets))
             except NetspecError as err:
                 errors.extend(err.diagnostics)
+                defs.lets[item.name] = POISONED
         else:
             defs.blocks[item.name] = item
             defs.homes[item.name] = defs
@@ -125,13 +165,35 @@ def _load_file(path: Path, sources: Sources, loaded: dict[Path, Definitions], ch
                                               "as a network", section.span, did_you_mean(network, defs.networks)))
     if errors:
         raise NetspecError(errors)
-    loaded[key] = defs
+    loader.loaded[key] = defs
     return defs
 
 
 # Instantiation ---------------------------------------------------------------
 
 _POISON = None  # the value of anything whose definition had an error; its users stay silent
+
+# A label names a submodule of the compiled torch.nn.Module, so it cannot be a Python keyword or one of
+# nn.Module's own attributes (add_module refuses those). tests/test_torch.py keeps this list equal to torch's.
+MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+    "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
+    "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory",
+    "state_dict", "to", "to_empty", "train", "type", "xpu", "zero_grad"})
+
+
+def _reserved(name: str) -> str | None:
+    """Why `name` cannot name a layer, if it cannot."""
+    if keyword.iskeyword(name):
+        return "it is a Python keyword"
+    if name in MODULE_ATTRIBUTES:
+        return "every torch.nn.Module already has an attribute of that name"
+    return None
 
 
 @dataclass
@@ -211,6 +273,8 @@ def _hashable(value: Any) -> Any:
 class Lowering:
     def __init__(self, program: Program):
         self.program = program
+        self.limits = program.limits
+        self.instances = 0  # layers, blocks and groups instantiated: bounds the work, even of empty groups
         self.nodes: list[Node] = []
         self.node_spans: dict[str, Span] = {}
         self.scopes: dict[str, Scope] = {}
@@ -228,6 +292,8 @@ class Lowering:
     def network(self, name: str, overrides: dict[str, Any]) -> Graph:
         defs = self.program.root
         item = defs.blocks[name]
+        if keyword.iskeyword(name):  # it becomes the compiled module's class name
+            self.error("NS203", f"'{name}' cannot name a network: it is a Python keyword", item.span)
         frame = Frame(defs, "", [0], {}, (), (name,))
         self._bind_network_params(item, overrides, frame)
         if isinstance(item, ast.NetworkAlias):
@@ -332,6 +398,10 @@ class Lowering:
     def _run_step(self, step: ast.Step, frame: Frame, current, root_alias: bool = False) -> Any:
         if step.condition is not None and not self._eval(frame, step.condition):
             return current
+        if step.label is not None and _reserved(step.label):
+            self.error("NS203", f"'{step.label}' cannot name a layer: {_reserved(step.label)}", step.label_span,
+                       f"choose another label, e.g. '{step.label}_'")
+            return _POISON
         if step.label is not None and step.label in frame.values:
             self.error("NS206", f"duplicate name '{step.label}'", step.label_span,
                        notes=(f"first bound at {frame.value_spans[step.label]}",))
@@ -344,8 +414,9 @@ class Lowering:
                     self.error("NS203", f"a repeat count is a non-negative integer, got {show(count)}",
                                step.repeat.span)
                 return _POISON
-            if count > MAX_REPEAT:
-                self.error("NS213", f"repeat count {count:,} exceeds the limit of {MAX_REPEAT:,}", step.repeat.span)
+            if count > self.limits.repeat:
+                self.error("NS213", f"repeat count {count:,} exceeds the limit of {self.limits.repeat:,}",
+                           step.repeat.span)
                 return _POISON
             if step.label is not None and not isinstance(step.core, ast.Ref):
                 group = self._group(frame, step.label, step.span)
@@ -360,6 +431,13 @@ class Lowering:
         return current
 
     def _run_core(self, core, label: str | None, frame: Frame, current, step: ast.Step, root_alias=False):
+        self.instances += 1
+        if self.instances > self.limits.instances:
+            self.errors.append(Diagnostic(
+                "NS213", f"the network instantiates more than {self.limits.instances:,} layers, blocks and groups",
+                step.span, "raise the ceiling with --max-layers N if the network is really this large",
+                (f"inside {' -> '.join(frame.stack)}",)))
+            raise NetspecError(self.errors)
         if isinstance(core, ast.Ref):
             if label is not None:
                 self.error("NS203", f"the label '{label}' names a reference to '{core.name}', not a layer",
@@ -502,9 +580,6 @@ class Lowering:
             self.error("NS206", f"duplicate layer name '{name}'", span,
                        notes=(f"first defined at {self.node_spans[name]}",))
             return
-        if len(self.nodes) >= MAX_NODES:
-            self.errors.append(Diagnostic("NS213", f"the network has more than {MAX_NODES:,} layers", span))
-            raise NetspecError(self.errors)
         if isinstance(args, dict):
             args = OPS[op].Args.model_validate(args)
         self.nodes.append(Node(name=name, op=op, args=args, inputs=inputs, span=span, scope=frame.scope))
@@ -520,8 +595,8 @@ class Lowering:
             cycle = " -> ".join(frame.stack[frame.stack.index(block.name):] + (block.name,))
             self.error("NS207", f"block '{block.name}' instantiates itself: {cycle}", call.span)
             return _POISON
-        if len(frame.stack) >= MAX_DEPTH:
-            self.error("NS213", f"blocks nest deeper than {MAX_DEPTH}", call.span)
+        if len(frame.stack) >= self.limits.block_depth:
+            self.error("NS213", f"blocks nest deeper than {self.limits.block_depth}", call.span)
             return _POISON
         home = frame.defs.homes[block.name]
         if spread:

@@ -11,6 +11,7 @@ from lark.lexer import PatternStr
 
 from netspec import ast
 from netspec.errors import Diagnostic, NetspecError, Span
+from netspec.limits import DEFAULT
 
 GRAMMAR = Path(__file__).with_name("netspec.lark")
 
@@ -70,6 +71,20 @@ def _number(text: str) -> str:
     return text.replace("_", "")
 
 
+_ONE_LEVEL = {"neg", "not_", "index", "list", "group", "call"}
+
+
+def _nesting(rule: str, children: list) -> int:
+    """Levels of syntax-tree nesting a rule adds to the AST: a chain `a + b + c` is two."""
+    if rule in ("binary", "compare"):
+        return len(children) // 2
+    if rule in ("or_", "and_"):
+        return len(children) - 1
+    if rule == "power":
+        return len(children) - 1
+    return 1 if rule in _ONE_LEVEL else 0
+
+
 class _ToAst:
     """Builds ast nodes bottom-up; one method per grammar rule (or alias), called with (meta, children).
 
@@ -77,12 +92,42 @@ class _ToAst:
     every call and was a third of the parse time for a 1,000-block spec.
     """
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, max_depth: int):
         self.file = file
+        self.max_depth = max_depth
 
-    def transform(self, tree: Tree):
-        children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
-        return getattr(self, tree.data)(tree.meta, children)
+    def transform(self, root: Tree):
+        """Bottom-up without recursion, so no input can exhaust Python's stack here.
+
+        Later stages do recurse over what this builds, so it also measures each node's nesting (operators,
+        brackets, groups; a plain `(...)` adds none) and refuses more than `max_depth` levels.
+        """
+        built: list[tuple[object, int]] = []  # (ast value, nesting) of finished subtrees, in order
+        stack: list[tuple[Tree, bool]] = [(root, False)]
+        while stack:
+            tree, children_done = stack.pop()
+            if not children_done:
+                stack.append((tree, True))
+                stack.extend((c, False) for c in reversed(tree.children) if isinstance(c, Tree))
+                continue
+            count = sum(isinstance(c, Tree) for c in tree.children)
+            done = iter(built[len(built) - count:])
+            del built[len(built) - count:]
+            children, depth = [], 0
+            for child in tree.children:
+                if isinstance(child, Tree):
+                    value, child_depth = next(done)
+                    children.append(value)
+                    depth = max(depth, child_depth)
+                else:
+                    children.append(child)
+            depth += _nesting(tree.data, children)
+            if depth > self.max_depth:
+                raise NetspecError(Diagnostic(
+                    "NS213", f"operators, brackets and groups nest more than {self.max_depth} levels deep here",
+                    self.s(tree.meta), "split the expression with `let`, or the body into blocks"))
+            built.append((getattr(self, tree.data)(tree.meta, children), depth))
+        return built[0][0]
 
     def s(self, meta) -> Span:
         return _span(self.file, meta)
@@ -301,7 +346,7 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     return Diagnostic("NS100", message, Span(file, line, col, line, col + width), hint)
 
 
-def parse(text: str, file: str = "<string>") -> ast.Module:
+def parse(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting) -> ast.Module:
     """Parse spec text into a syntax tree.
 
     >>> parse('network N { input x: [1, 4, 4]  relu() }').items[0].name
@@ -312,4 +357,4 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
         tree = parser().parse(text)
     except UnexpectedInput as err:
         raise NetspecError(_syntax_error(err, file, text)) from None
-    return _ToAst(file).transform(tree)
+    return _ToAst(file, max_depth).transform(tree)

@@ -38,6 +38,7 @@ class Totals(BaseModel):
 
 
 class Summary(BaseModel):
+    ok: bool = True  # an error report has "ok": false (netspec.cli), so readers can test one key
     network: str
     file: str
     arguments: dict[str, Any]

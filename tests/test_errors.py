@@ -60,6 +60,10 @@ EXPECTED_CODES = {
     "many_errors": ["NS201", "NS202", "NS205"],
     "no_network": ["NS210"],
     "train_recipe": ["NS202", "NS203"],
+    "import_outside": ["NS214"],
+    "too_deep": ["NS213"],
+    "too_many_params": ["NS213"],
+    "not_utf8": ["NS100"],
 }
 
 
@@ -83,3 +87,21 @@ def test_every_error_names_file_line_and_column(in_repo):
         path, line, col, rest = first.split(":", 3)
         assert path.startswith("tests/errors/") and int(line) >= 1 and int(col) >= 1, first
         assert "^" in text, stem
+
+
+def test_the_catalogue_lists_and_tests_every_code():
+    """docs/errors.md has a section for every code netspec can emit, and each code has a golden case."""
+    import re
+
+    root = Path(__file__).parent.parent
+    emitted = set()
+    for path in (root / "netspec").rglob("*.py"):
+        emitted |= set(re.findall(r'"(NS\d{3})"', path.read_text()))
+    catalogue = (root / "docs" / "errors.md").read_text()
+    documented = set(re.findall(r"^## (NS\d{3}) — ", catalogue, re.MULTILINE))
+    assert documented == emitted
+    tested = {code for codes in EXPECTED_CODES.values() for code in codes}
+    assert tested == emitted
+    for code, body in re.findall(r"^## (NS\d{3}) — .*?\n(.*?)(?=^## |\Z)", catalogue, re.MULTILINE | re.DOTALL):
+        named = [c for c in re.findall(r"`(\w+)`", body.split("Test")[-1]) if c in EXPECTED_CODES]
+        assert named and all(code in EXPECTED_CODES[c] for c in named), code

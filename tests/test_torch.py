@@ -203,3 +203,10 @@ def test_torch_compile_runs_the_module(in_repo):
     compiled = torch.compile(model)
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+def test_reserved_labels_are_torchs_module_attributes():
+    """The checker refuses these labels without importing torch; the list must follow torch's."""
+    from netspec.lower import MODULE_ATTRIBUTES
+
+    assert MODULE_ATTRIBUTES == {n for n in dir(torch.nn.Module) if not n.startswith("_")}

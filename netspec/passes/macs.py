@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from netspec.ir import Graph
+from netspec.limits import DEFAULT, Limits
 from netspec.ops import OPS
 
 
-def count_macs(graph: Graph) -> Graph:
+def count_macs(graph: Graph, limits: Limits = DEFAULT) -> Graph:
     """Sets `macs`; requires shapes (infer_shapes)."""
     shapes = {n.name: n.shape for n in graph.nodes}
     for node in graph.nodes:

@@ -6,14 +6,12 @@ from math import prod
 
 from netspec.errors import Diagnostic, ShapeRuleError
 from netspec.ir import Graph
+from netspec.limits import DEFAULT, Limits
 from netspec.ops import OPS
 from netspec.ops.base import fmt
 
-# Larger tensors are not trainable on any machine; reporting them beats computing with them.
-MAX_ELEMENTS = 2**40
 
-
-def infer_shapes(graph: Graph) -> Graph:
+def infer_shapes(graph: Graph, limits: Limits = DEFAULT) -> Graph:
     """Sets `node.shape`. A node whose input failed is skipped, so one mistake reports once."""
     shapes: dict[str, tuple[int, ...]] = {}
     for node in graph.nodes:
@@ -27,9 +25,9 @@ def infer_shapes(graph: Graph) -> Graph:
                                                 (f"at layer '{node.name}' ({node.op}), whose input is {' and '.join(map(fmt, inputs))}",)))
             continue
         size = prod(shape)
-        if size > MAX_ELEMENTS:
+        if size > limits.elements:  # not trainable on any machine; reporting it beats computing with it
             graph.diagnostics.append(Diagnostic("NS213", f"layer '{node.name}' outputs {fmt(shape)}, {size:.3g} elements "
-                                                         f"per sample (limit {MAX_ELEMENTS:.3g})", node.span))
+                                                         f"per sample (limit {limits.elements:.3g})", node.span))
             continue
         node.shape = shape
         shapes[node.name] = shape

@@ -1,0 +1,28 @@
+"""Ceilings on what a spec may ask for, so hostile or mistaken input ends in an error, not a hang.
+
+Each is far above any real network (ResNet-152 has 515 layers and 60 M parameters; no spec in specs/ nests deeper than 3)
+and low enough that reaching it costs well under a second. docs/reliability.md lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    file_bytes: int = 4 * 1024 * 1024  # one spec file
+    nesting: int = 100  # operators, brackets and groups inside one another
+    import_depth: int = 64  # files importing files
+    block_depth: int = 64  # blocks instantiating blocks
+    repeat: int = 10_000  # one `* n`
+    instances: int = 50_000  # layers, blocks and groups instantiated in one network
+    elements: int = 2**40  # elements of one layer's output, per sample
+    params: int = 10**11  # parameters of one network
+    errors_shown: int = 50  # diagnostics printed; the rest are counted
+    # Directories imports may read besides the main spec's own; None: anywhere (--allow-any-import).
+    import_roots: tuple[Path, ...] | None = ()
+
+
+DEFAULT = Limits()

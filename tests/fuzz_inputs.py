@@ -1,0 +1,240 @@
+"""What the fuzz tests (tests/test_fuzz.py) and the long run (bench/fuzz.py) feed netspec.
+
+Three sources: sentences of the Lark grammar (syntactically valid, semantically random), mutations of the
+specs in specs/ (tokens deleted, doubled, swapped or replaced, bytes and unicode inserted, numbers blown up,
+nesting deepened, line endings changed), and random networks built from the layer library (mostly valid;
+their shapes are checked against a real torch forward pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+SEEDS = {str(p.relative_to(SPECS)): p.read_text() for p in sorted(SPECS.rglob("*.net"))}
+
+# A token of the language, roughly: strings, names, numbers, multi-character operators, single characters.
+TOKEN = re.compile(r'"[^"\n]*"|[A-Za-z_]\w*|\d[\d_]*(?:\.\d*)?(?:[eE][+-]?\d+)?|->|\*\*|//|==|!=|<=|>=|\.\.\.|\S')
+VOCABULARY = ["network", "block", "import", "let", "train", "input", "if", "not", "and", "or", "true", "false",
+              "{", "}", "(", ")", "[", "]", ",", ":", "=", "->", "*", "**", "+", "-", "/", "//", "%", "...", "==",
+              "<", "#", '"', "conv", "relu", "add", "concat", "linear", "flatten", "x", "0", "-1", "1e999",
+              "99999999999999999999", "3.5", '"same"', "none", "\x00", "\ufeff", "\u202e", "\u200b", "é", "😀"]
+
+
+def syntax_valid() -> st.SearchStrategy[str]:
+    """Random sentences of grammar/netspec.lark."""
+    from hypothesis.extra.lark import from_lark
+    from lark import Lark
+
+    from netspec.parse import GRAMMAR
+
+    # A fresh Lark: hypothesis reads the grammar's rules, which the parser cached by netspec.parse lacks.
+    grammar = Lark(GRAMMAR.read_text(), start="module", parser="lalr")
+    return from_lark(grammar, start="module", explicit={"WS": st.sampled_from([" ", "\n", "\t", "\r\n"])})
+
+
+def _tokens(text: str) -> list[re.Match]:
+    return list(TOKEN.finditer(text))
+
+
+def _splice(text: str, match: re.Match, replacement: str) -> str:
+    return text[:match.start()] + replacement + text[match.end():]
+
+
+@st.composite
+def _mutate_once(draw, text: str) -> str:
+    tokens = _tokens(text)
+    kind = draw(st.sampled_from(["delete", "duplicate", "swap", "replace", "number", "nest", "unicode",
+                                 "truncate", "crlf", "bom", "empty", "repeat"]))
+    if not tokens or kind == "empty":
+        return ""
+    i = draw(st.integers(0, len(tokens) - 1))
+    tok = tokens[i]
+    if kind == "delete":
+        return _splice(text, tok, "")
+    if kind == "duplicate":
+        return _splice(text, tok, tok.group() + " " + tok.group())
+    if kind == "swap" and i + 1 < len(tokens):
+        nxt = tokens[i + 1]
+        return text[:tok.start()] + nxt.group() + text[tok.end():nxt.start()] + tok.group() + text[nxt.end():]
+    if kind == "replace":
+        return _splice(text, tok, draw(st.sampled_from(VOCABULARY)))
+    if kind == "number":
+        numbers = [t for t in tokens if t.group()[0].isdigit()] or [tok]
+        target = draw(st.sampled_from(numbers))
+        big = draw(st.sampled_from(["0", "-1", "1" + "0" * draw(st.integers(6, 400)), "2**64", "10**18 * 10",
+                                    "1e308 * 10", "0.5", "-0", "(0 - 3)", "[1, 2]", "true"]))
+        return _splice(text, target, big)
+    if kind == "nest":
+        depth = draw(st.integers(1, 400))
+        opener, closer = draw(st.sampled_from([("(", ")"), ("[", "]"), ("{", "}"), ("-", ""), ("not ", "")]))
+        return _splice(text, tok, opener * depth + tok.group() + closer * depth)
+    if kind == "unicode":
+        inserted = draw(st.text(min_size=1, max_size=8))
+        return text[:tok.start()] + inserted + text[tok.start():]
+    if kind == "truncate":
+        return text[:tok.start()]
+    if kind == "crlf":
+        return text.replace("\n", draw(st.sampled_from(["\r\n", "\r", "\n\n", "\x0c\n"])))
+    if kind == "bom":
+        return "\ufeff" + text
+    if kind == "repeat":  # a blown-up repeat count after a call
+        calls = [t for t in tokens if t.group() == ")"] or [tok]
+        target = draw(st.sampled_from(calls))
+        count = draw(st.sampled_from(["10000", "100000", "10 ** 6", "-3", "2.5", "x"]))
+        return _splice(text, target, f") * {count}")
+    return text
+
+
+@st.composite
+def mutated_spec(draw) -> tuple[str, bytes]:
+    """(the seed's path inside specs/, the mutated file's bytes)."""
+    name = draw(st.sampled_from(sorted(SEEDS)))
+    text = SEEDS[name]
+    for _ in range(draw(st.integers(1, 4))):
+        text = draw(_mutate_once(text))
+    data = text.encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 9)) == 0:  # raw bytes, often not UTF-8
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(min_size=1, max_size=16)) + data[at:]
+    return name, data
+
+
+# Random networks from the layer library -------------------------------------------------------------------------
+
+@dataclass
+class _Net:
+    channels: int
+    size: int
+    lines: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
+    names: int = 0
+
+    def fresh(self) -> str:
+        self.names += 1
+        return f"v{self.names}"
+
+
+def _conv(draw, net: _Net) -> str:
+    out = draw(st.sampled_from([1, 2, 4, 6, 8, 16]))
+    kernel = draw(st.integers(1, 5))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.one_of(st.integers(0, 2), st.just('"same"'))) if stride == 1 else draw(st.integers(0, 2))
+    extra = ""
+    groups = draw(st.sampled_from([1, 1, 1, 2]))
+    if groups > 1 and net.channels is not None and net.channels % groups == 0 and out % groups == 0:
+        extra += f", groups={groups}"
+    if draw(st.booleans()) and padding != '"same"':
+        extra += f", dilation={draw(st.integers(1, 2))}"
+    if draw(st.integers(0, 4)) == 0:
+        extra += ", bias=false"
+    net.channels = out
+    return f"conv({out}, kernel={kernel}, stride={stride}, padding={padding}{extra})"
+
+
+def _pool(draw, net: _Net) -> str:
+    kind = draw(st.sampled_from(["maxpool", "avgpool", "subsample"]))
+    kernel = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, kernel // 2))
+    ceil = draw(st.booleans())
+    return f"{kind}({kernel}, stride={stride}, padding={padding}, ceil_mode={str(ceil).lower()})"
+
+
+_POINTWISE = ["relu()", "tanh()", "sigmoid()", "lecun_tanh()", "gelu()", "leaky_relu(0.2)", "batchnorm()",
+              "dropout(0.25)", "scale(0.5)", "scale(learnable=true)", "lrn(3)"]
+
+
+@st.composite
+def random_network(draw) -> str:
+    """A network of 1-10 steps over a small input; most are valid, some have shape errors on purpose."""
+    net = _Net(channels=draw(st.integers(1, 4)), size=draw(st.integers(4, 20)))
+    in_channels = net.channels
+    for _ in range(draw(st.integers(1, 10))):
+        kind = draw(st.sampled_from(["conv", "conv", "pool", "pointwise", "residual", "concat", "block",
+                                     "group", "adaptive"]))
+        if kind == "conv":
+            net.lines.append(_conv(draw, net))
+        elif kind == "pool":
+            net.lines.append(_pool(draw, net))
+        elif kind == "pointwise":
+            net.lines.append(draw(st.sampled_from(_POINTWISE)))
+        elif kind == "residual":
+            skip, channels = net.fresh(), net.channels
+            net.lines.append(f"{skip} = relu()")
+            inner = _conv(draw, net)
+            project = "true" if draw(st.booleans()) or net.channels != channels else "false"
+            net.lines.append(f"{inner} -> add({skip}, project={project})")
+        elif kind == "concat":
+            skip, channels = net.fresh(), net.channels
+            net.lines.append(f"{skip} = batchnorm()")
+            net.lines.append(f"conv({draw(st.integers(1, 8))}, kernel=3, padding=1) -> concat({skip})")
+            net.channels = None  # unknown to the generator; later convs still work
+        elif kind == "block":
+            name = f"B{len(net.blocks)}"
+            out = draw(st.integers(1, 8))
+            net.blocks.append(f"block {name}(c, k=3, bn=true) {{\n  conv(c, kernel=k, padding=k // 2) -> "
+                              f"batchnorm() if bn\n  relu()\n}}")
+            net.lines.append(f"{name}({out}, bn={str(draw(st.booleans())).lower()}) * {draw(st.integers(0, 3))}")
+            net.channels = out
+        elif kind == "group":
+            net.lines.append(f"g{len(net.lines)}: {{ {draw(st.sampled_from(_POINTWISE))} -> "
+                             f"{draw(st.sampled_from(_POINTWISE))} }} * {draw(st.integers(1, 3))}")
+        elif kind == "adaptive":
+            size = draw(st.integers(1, 4))
+            net.lines.append(draw(st.sampled_from([f"adaptive_avgpool({size})", f"adaptive_maxpool([{size}, 1])",
+                                                   "global_avgpool()", "global_maxpool()"])))
+    if draw(st.booleans()):
+        net.lines.append(f"flatten() -> linear({draw(st.integers(1, 12))})")
+        if draw(st.booleans()):
+            net.lines.append(draw(st.sampled_from(["softmax()", "rbf(4)", "batchnorm()", "relu()"])))
+    body = "\n  ".join(net.lines)
+    head = f"input x: [{in_channels}, {net.size}, {draw(st.integers(4, 20))}]"
+    return "\n".join(net.blocks + [f"network Fuzz {{\n  {head}\n  {body}\n}}\n"])
+
+
+# The property -------------------------------------------------------------------------------------------------
+
+SPAN_OPTIONAL = {"NS209", "NS210"}  # about a whole file or the command line, not a place in one
+
+
+def check_front_door(path: Path) -> str:
+    """Run `netspec check` in-process, as text and as JSON; return "ok" or "error".
+
+    Fails (AssertionError, or netspec's own exception with NETSPEC_DEBUG=1) on anything but a valid report or
+    located errors: an exit status other than 0/1, a traceback, JSON that does not parse, unbounded output.
+    """
+    from netspec.cli import main
+
+    os.environ["NETSPEC_DEBUG"] = "1"  # an internal error raises with its traceback instead of exiting 3
+    outcomes = []
+    for fmt in ("text", "json"):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["check", str(path), "--format", fmt])
+        assert status in (0, 1), (status, err.getvalue()[-2000:])
+        assert "Traceback" not in err.getvalue()
+        if fmt == "json":
+            report = json.loads(out.getvalue())
+            assert report["ok"] is (status == 0)
+            for diagnostic in report.get("errors", []):
+                assert re.fullmatch(r"NS\d{3}", diagnostic["code"]) and diagnostic["message"]
+                assert diagnostic["span"] is not None or diagnostic["code"] in SPAN_OPTIONAL, diagnostic
+            assert len(report.get("errors", [])) <= 50
+        else:
+            text = err.getvalue()
+            assert len(text) < 50 * 4_000, "error output is not bounded"
+            if status == 1:
+                assert re.search(r"\d+ errors? found$", text.strip()), text[-500:]
+        outcomes.append("ok" if status == 0 else "error")
+    assert outcomes[0] == outcomes[1]
+    return outcomes[0]

@@ -1,0 +1,79 @@
+"""Fuzzing the front door: every input ends in a valid report or located errors, within 2 s.
+
+The suite runs a short, derandomised budget (the same inputs every run, so CI is not flaky);
+`python bench/fuzz.py` runs a long random one (docs/reliability.md has its figures).
+"""
+
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import netspec
+from fuzz_inputs import SEEDS, SPECS, check_front_door, mutated_spec, random_network, syntax_valid
+from netspec.errors import NetspecError
+
+# deadline: the issue's bound on one input (a typical one takes 5 ms). derandomize: a fixed budget in CI.
+def fuzz(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=2000, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A copy of specs/, so mutated files sit beside the blocks they import."""
+    root = tmp_path_factory.mktemp("fuzz")
+    shutil.copytree(SPECS, root / "specs")
+    return root / "specs"
+
+
+@fuzz(300)
+@given(case=mutated_spec())
+def test_mutated_specs_end_in_a_report_or_located_errors(case, workspace):
+    name, data = case
+    path = workspace / name
+    path = path.with_name("_mutated.net")
+    path.write_bytes(data)
+    check_front_door(path)
+
+
+@fuzz(150)
+@given(text=syntax_valid())
+def test_grammar_sentences_end_in_a_report_or_located_errors(text, workspace):
+    path = workspace / "_sentence.net"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    check_front_door(path)
+
+
+@fuzz(80)
+@given(text=random_network())
+def test_random_networks_check_and_agree_with_torch(text, workspace):
+    torch = pytest.importorskip("torch")
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from netspec.backends.torch import to_module
+
+    path = workspace / "_network.net"
+    path.write_text(text)
+    try:
+        graph = netspec.load(path)
+    except NetspecError as err:  # shape mistakes the generator made on purpose: reported where they are
+        assert all(d.span is not None and d.span.file == str(path) for d in err.diagnostics), err
+        assert all(d.code in ("NS203", "NS301", "NS302", "NS303", "NS304") for d in err.diagnostics), err
+        return
+    module = to_module(graph, seed=0).eval()
+    assert sum(p.numel() for p in module.parameters()) == sum(n.params for n in graph.nodes)
+    ShapeProp(module).propagate(torch.randn(2, *graph.input_shape))
+    shapes = {n.meta["netspec_name"]: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes
+              if "netspec_name" in n.meta}
+    assert shapes == {n.name: n.shape for n in graph.nodes}
+    assert check_front_door(path) == "ok"
+
+
+def test_the_seeds_themselves_check(in_repo):
+    """The mutations start from valid specs: the fuzz tests above would prove little otherwise."""
+    assert len(SEEDS) == 17
+    for name in SEEDS:
+        if not name.startswith("blocks/"):
+            assert check_front_door(SPECS / name) == "ok", name
