@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 
 MAX_SHOWN = 120  # characters of a source line shown under an error
@@ -68,10 +69,19 @@ class Sources:
         text = self.texts.get(file)
         if text is None:
             return None
-        lines = text.splitlines()
+        lines = source_lines(text)
         if 1 <= number <= len(lines):
-            return lines[number - 1]
-        return "" if number == len(lines) + 1 else None
+            return lines[number - 1].removesuffix("\r")
+        return None
+
+
+def source_lines(text: str) -> list[str]:
+    """Lines as the parser counts them: only "\n" ends one (str.splitlines also splits at \r, \f, U+2028...)."""
+    return text.split("\n")
+
+
+# Control characters shown as their Unicode pictures (U+2400...), one column each, so the caret stays aligned.
+_VISIBLE = {c: 0x2400 + c for c in range(0x20) if c != 0x09} | {0x7F: 0x2421}
 
 
 def render(diagnostic: Diagnostic, sources: Sources | None = None) -> str:
@@ -82,7 +92,7 @@ def render(diagnostic: Diagnostic, sources: Sources | None = None) -> str:
     if d.span and sources is not None:
         text = sources.line(d.span.file, d.span.line)
         if text is not None:
-            text = text.expandtabs(1)
+            text = text.expandtabs(1).translate(_VISIBLE)
             col = d.span.col
             width = 1
             if d.span.end_line == d.span.line and d.span.end_col > col:
@@ -124,7 +134,12 @@ def first_line(err: BaseException, limit: int = 240) -> str:
 
 
 def did_you_mean(name: str, candidates) -> str | None:
+    return _closest(name, tuple(sorted(set(candidates))))
+
+
+@lru_cache(maxsize=1024)  # a mistake inside a repeated block asks the same question many times
+def _closest(name: str, candidates: tuple[str, ...]) -> str | None:
     import difflib
 
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None

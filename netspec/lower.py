@@ -280,12 +280,21 @@ class Lowering:
         self.scopes: dict[str, Scope] = {}
         self.checks: list[ShapeCheck] = []
         self.errors: list[Diagnostic] = []
+        self.reported: set[tuple] = set()
         self.input_name: str | None = None
         self.input_shape: tuple[int, ...] | None = None
         self.validated: dict[tuple, Any] = {}
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
-        self.errors.append(Diagnostic(code, message, span, hint, tuple(notes)))
+        self._report([Diagnostic(code, message, span, hint, tuple(notes))])
+
+    def _report(self, diagnostics: list[Diagnostic]) -> None:
+        """Once per place: a mistake inside a block repeated 1,000 times is one mistake."""
+        for d in diagnostics:
+            key = (d.code, d.span, d.message)
+            if key not in self.reported:
+                self.reported.add(key)
+                self.errors.append(d)
 
     # network entry -----------------------------------------------------------
 
@@ -545,6 +554,9 @@ class Lowering:
         key = (op_name, _hashable(plain))
         if key in self.validated:
             return self.validated[key]
+        if key + (call.span,) in self.validated:  # these arguments failed here before, and were reported
+            return None
+        self.validated[key + (call.span,)] = None
         try:
             args = self.validated[key] = OPS[op_name].Args.model_validate(plain)
             return args
@@ -657,7 +669,7 @@ class Lowering:
         try:
             return frame.evaluate(expr, allow_symbol)
         except NetspecError as err:
-            self.errors.extend(err.diagnostics)
+            self._report(err.diagnostics)
             return _POISON
 
 

@@ -10,7 +10,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from lark.lexer import PatternStr
 
 from netspec import ast
-from netspec.errors import Diagnostic, NetspecError, Span
+from netspec.errors import Diagnostic, NetspecError, Span, source_lines
 from netspec.limits import DEFAULT
 
 GRAMMAR = Path(__file__).with_name("netspec.lark")
@@ -78,9 +78,7 @@ def _nesting(rule: str, children: list) -> int:
     """Levels of syntax-tree nesting a rule adds to the AST: a chain `a + b + c` is two."""
     if rule in ("binary", "compare"):
         return len(children) // 2
-    if rule in ("or_", "and_"):
-        return len(children) - 1
-    if rule == "power":
+    if rule in ("or_", "and_", "power"):
         return len(children) - 1
     return 1 if rule in _ONE_LEVEL else 0
 
@@ -102,32 +100,29 @@ class _ToAst:
         Later stages do recurse over what this builds, so it also measures each node's nesting (operators,
         brackets, groups; a plain `(...)` adds none) and refuses more than `max_depth` levels.
         """
-        built: list[tuple[object, int]] = []  # (ast value, nesting) of finished subtrees, in order
+        values: list = []  # finished subtrees' ast values, in order, and beside them their nesting
+        depths: list[int] = []
         stack: list[tuple[Tree, bool]] = [(root, False)]
         while stack:
             tree, children_done = stack.pop()
+            kids = tree.children
             if not children_done:
                 stack.append((tree, True))
-                stack.extend((c, False) for c in reversed(tree.children) if isinstance(c, Tree))
+                stack.extend((c, False) for c in reversed(kids) if isinstance(c, Tree))
                 continue
-            count = sum(isinstance(c, Tree) for c in tree.children)
-            done = iter(built[len(built) - count:])
-            del built[len(built) - count:]
-            children, depth = [], 0
-            for child in tree.children:
-                if isinstance(child, Tree):
-                    value, child_depth = next(done)
-                    children.append(value)
-                    depth = max(depth, child_depth)
-                else:
-                    children.append(child)
+            children, depth = list(kids), 0
+            for i in range(len(kids) - 1, -1, -1):  # the last child finished last
+                if isinstance(kids[i], Tree):
+                    children[i] = values.pop()
+                    depth = max(depth, depths.pop())
             depth += _nesting(tree.data, children)
             if depth > self.max_depth:
                 raise NetspecError(Diagnostic(
                     "NS213", f"operators, brackets and groups nest more than {self.max_depth} levels deep here",
                     self.s(tree.meta), "split the expression with `let`, or the body into blocks"))
-            built.append((getattr(self, tree.data)(tree.meta, children), depth))
-        return built[0][0]
+            values.append(getattr(self, tree.data)(tree.meta, children))
+            depths.append(depth)
+        return values[0]
 
     def s(self, meta) -> Span:
         return _span(self.file, meta)
@@ -298,7 +293,7 @@ def _describe_expected(expected: set[str]) -> str:
 def _unclosed_bracket(text: str, upto_line: int, upto_col: int) -> tuple[str, int, int] | None:
     """The innermost bracket still open at the given position, ignoring comments and strings."""
     stack: list[tuple[str, int, int]] = []
-    for lineno, line in enumerate(text.splitlines()[:upto_line], start=1):
+    for lineno, line in enumerate(source_lines(text)[:upto_line], start=1):
         in_string = False
         for colno, ch in enumerate(line, start=1):
             if lineno == upto_line and colno >= upto_col:
@@ -316,10 +311,17 @@ def _unclosed_bracket(text: str, upto_line: int, upto_col: int) -> tuple[str, in
     return stack[-1] if stack else None
 
 
+def _char_at(text: str, line: int, col: int) -> str:
+    lines = source_lines(text)
+    if line <= len(lines) and col <= len(lines[line - 1]):
+        return lines[line - 1][col - 1]
+    return "?"
+
+
 def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedCharacters):
-        char = text.splitlines()[line - 1][col - 1] if text.splitlines() else "?"
+        char = _char_at(text, line, col)
         message = f"unexpected character {char!r}"
         expected = err.allowed or set()
         width = 1

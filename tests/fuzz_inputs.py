@@ -39,7 +39,18 @@ def syntax_valid() -> st.SearchStrategy[str]:
 
     # A fresh Lark: hypothesis reads the grammar's rules, which the parser cached by netspec.parse lacks.
     grammar = Lark(GRAMMAR.read_text(), start="module", parser="lalr")
-    return from_lark(grammar, start="module", explicit={"WS": st.sampled_from([" ", "\n", "\t", "\r\n"])})
+
+    def spaced(strategy):  # hypothesis joins tokens without spaces: `network` + `N` would read `networkN`
+        return strategy.map(lambda text: f" {text} ")
+
+    return from_lark(grammar, start="module", explicit={
+        "WS": st.sampled_from([" ", "\n", "\t", "\r\n"]),
+        "NAME": spaced(st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True),
+                                 st.sampled_from(["x", "c", "conv", "relu", "add", "linear", "flatten", "B"]))),
+        "INT": spaced(st.integers(0, 300).map(str)),
+        "FLOAT": spaced(st.sampled_from(["0.5", "1e-3", "2.0", "1_0.0"])),
+        "STRING": spaced(st.sampled_from(['"same"', '"kaiming"', '"blocks/resnet.net"', '"../x.net"', '""'])),
+    })
 
 
 def _tokens(text: str) -> list[re.Match]:
@@ -204,23 +215,42 @@ def random_network(draw) -> str:
 
 # The property -------------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _debug():
+    """NETSPEC_DEBUG=1: an internal error raises with its traceback instead of exiting 3."""
+    before = os.environ.get("NETSPEC_DEBUG")
+    os.environ["NETSPEC_DEBUG"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["NETSPEC_DEBUG"]
+        else:
+            os.environ["NETSPEC_DEBUG"] = before
+
+
 SPAN_OPTIONAL = {"NS209", "NS210"}  # about a whole file or the command line, not a place in one
 
 
-def check_front_door(path: Path) -> str:
+def check_front_door(path: Path, seconds: list[float] | None = None) -> str:
     """Run `netspec check` in-process, as text and as JSON; return "ok" or "error".
 
     Fails (AssertionError, or netspec's own exception with NETSPEC_DEBUG=1) on anything but a valid report or
     located errors: an exit status other than 0/1, a traceback, JSON that does not parse, unbounded output.
+    `seconds` gets the time of each of the two checks.
     """
+    import time
+
     from netspec.cli import main
 
-    os.environ["NETSPEC_DEBUG"] = "1"  # an internal error raises with its traceback instead of exiting 3
     outcomes = []
     for fmt in ("text", "json"):
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _debug():
             status = main(["check", str(path), "--format", fmt])
+        if seconds is not None:
+            seconds.append(time.perf_counter() - start)
         assert status in (0, 1), (status, err.getvalue()[-2000:])
         assert "Traceback" not in err.getvalue()
         if fmt == "json":

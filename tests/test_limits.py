@@ -247,3 +247,18 @@ def test_names_that_would_break_the_compiled_module_are_refused(tmp_path):
         ("NS203", 1, "'class' cannot name a network: it is a Python keyword"),
         ("NS203", 3, "'lambda' cannot name a layer: it is a Python keyword"),
         ("NS203", 4, "'forward' cannot name a layer: every torch.nn.Module already has an attribute of that name")]
+
+
+@pytest.mark.parametrize("ending, where, char", [("\r\n", "3:1", "\\x08"), ("\r\r\n", "3:1", "\\x08"),
+                                                 ("\x0c\n", "3:1", "\\x08"), ("\u2028\n", "1:12", "\\u2028")],
+                         ids=["crlf", "cr-crlf", "ff", "ls"])
+def test_line_endings_other_than_newline_keep_errors_located(tmp_path, ending, where, char, capsys):
+    """Lark counts lines by \\n alone; the renderer must too (str.splitlines would also split at \\r, \\f...)."""
+    spec = tmp_path / "spec.net"
+    spec.write_bytes(f"network N {{{ending}  input x: [1, 4, 4]{ending}\x08relu(){ending}}}{ending}"
+                     .encode("utf-8"))
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:{where}: error[NS100]: unexpected character '{char}'" in err
+    if where == "3:1":
+        assert "3 | \u2408relu()" in err and "  | ^\n" in err  # the control character drawn as a picture
