@@ -234,7 +234,7 @@ def cmd_export(options: argparse.Namespace) -> int:
 
 
 RECIPE_FLAGS = ("data", "epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
-                "pad", "augment", "permute_pixels", "seed", "compile")
+                "loss", "pad", "augment", "permute_pixels", "seed", "compile")
 
 
 def _recipe(options: argparse.Namespace, graph):
@@ -396,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "they disagree beyond atol 1e-4 / rtol 1e-3 (nothing is written).")
     _spec_arguments(export)
     export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    export.add_argument("--weights", help="a state_dict or checkpoint saved by torch.save (default: initial weights)")
+    export.add_argument("--weights", action="append", metavar="[MEMBER=]PATH",
+                        help="a state_dict or checkpoint saved by torch.save (default: initial weights); "
+                             "MEMBER=PATH loads one ensemble member (repeatable)")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     export.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed size")
     export.add_argument("--force", action="store_true", help="overwrite an existing output file")
@@ -414,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=("none", "onecycle", "cosine", "step"))
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--loss", choices=("cross_entropy", "margin"),
+                       help="margin: the capsule loss on output lengths (CapsNet)")
     train.add_argument("--augment", choices=("none", "flip", "crop", "flip+crop"))
     train.add_argument("--compile", action="store_true", default=None, help="torch.compile (falls back to eager)")
     train.add_argument("--seed", type=int, help="makes CPU runs bit-reproducible")
@@ -425,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="test accuracy of saved weights")
     _spec_arguments(evaluate)
     _data_arguments(evaluate)
-    evaluate.add_argument("--weights", required=True, help="best.pt, last.pt or a state_dict")
+    evaluate.add_argument("--weights", required=True, action="append", metavar="[MEMBER=]PATH",
+                          help="best.pt, last.pt or a state_dict; MEMBER=PATH loads one ensemble member "
+                               "(repeatable)")
     evaluate.set_defaults(run=cmd_eval)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")

@@ -163,6 +163,8 @@ def _binary(expr: ast.Binary, lookup, names) -> Any:
         result = _ARITH[expr.op](left, right)
     except OverflowError:
         raise _error("NS213", "number too large", expr) from None
+    except ZeroDivisionError:  # 0 ** -1, 0.0 ** -0.5
+        raise _error("NS212", "division by zero", expr) from None
     if _is_number(result) and abs(result) > MAX_MAGNITUDE:
         raise _error("NS213", f"{result:.3g} is larger than any plausible size (limit 1e18)", expr)
     if isinstance(result, complex) or (isinstance(result, float) and result != result):

@@ -30,6 +30,8 @@ class Recipe(BaseModel):
     step_size: Annotated[int, Field(ge=1)] = 10  # epochs between decays, for schedule="step"
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # "margin": Sabour et al.'s capsule loss on output lengths (m+ = 0.9, m- = 0.1, lambda = 0.5)
+    loss: Literal["cross_entropy", "margin"] = "cross_entropy"
     pad: Annotated[int, Field(ge=0, le=1024)] = 0  # zero padding around each image, e.g. 2 for 28 -> 32
     normalize: bool = True  # subtract the training set's mean, divide by its standard deviation
     augment: Literal["none", "flip", "crop", "flip+crop"] = "none"

@@ -118,8 +118,26 @@ def make_preprocess(dataset: datasets.Dataset, recipe: Recipe, device) -> Prepro
 
 def logits_of(graph: Graph, output: torch.Tensor) -> torch.Tensor:
     # LeNet-5's RBF units output distances (small = likely); their negatives serve as logits for
-    # cross-entropy, our documented substitute for the paper's MAP criterion.
-    return -output if graph.node(graph.output).op == "rbf" else output
+    # cross-entropy, our documented substitute for the paper's MAP criterion. An ensemble's mean of
+    # probabilities gives its logits as their logarithm.
+    last = graph.node(graph.output)
+    if last.op == "rbf":
+        return -output
+    if last.op == "ensemble" and last.args.merge == "softmax_mean":
+        return output.clamp_min(1e-12).log()
+    return output
+
+
+def criterion(recipe: Recipe, scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The recipe's loss: cross-entropy on logits, or the capsule margin loss on lengths in [0, 1]."""
+    if recipe.loss == "margin":
+        present = F.one_hot(labels, scores.shape[1]).to(scores.dtype)
+        per_class = (present * F.relu(0.9 - scores) ** 2
+                     + 0.5 * (1 - present) * F.relu(scores - 0.1) ** 2)
+        per_sample = per_class.sum(dim=1)
+        return per_sample.sum() if reduction == "sum" else per_sample.mean()
+    return F.cross_entropy(scores, labels, reduction=reduction,
+                           label_smoothing=recipe.label_smoothing if reduction == "mean" else 0.0)
 
 
 def _optimiser(recipe: Recipe, model: torch.nn.Module, steps: int):
@@ -144,8 +162,9 @@ def _optimiser(recipe: Recipe, model: torch.nn.Module, steps: int):
 
 
 def evaluate(model, graph: Graph, preprocess, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             device) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over (x, y); `preprocess(batch, training=False)` readies a batch."""
+             device, recipe: Recipe) -> tuple[float, float]:
+    """Mean loss (the recipe's, without label smoothing) and accuracy over (x, y);
+    `preprocess(batch, training=False)` readies a batch."""
     model.eval()
     total_loss, correct = 0.0, 0
     with torch.no_grad(), _autocast(device):
@@ -153,7 +172,7 @@ def evaluate(model, graph: Graph, preprocess, x: torch.Tensor, y: torch.Tensor, 
             xb = preprocess(x[start:start + batch_size], training=False)
             yb = y[start:start + batch_size]
             logits = logits_of(graph, model(_layout(xb, device))).float()
-            total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            total_loss += float(criterion(recipe, logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     return total_loss / len(x), correct / len(x)
 
@@ -312,7 +331,7 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
                     log(f"torch.compile failed at the first step ({type(err).__name__}); training eager")
                     step_model = model
                     logits = logits_of(graph, model(xb))
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing)
+                loss = criterion(recipe, logits.float(), yb)
             # On the CPU a check costs nothing; on a GPU it would stall every step, so it waits for the epoch end.
             if dev.type == "cpu" and not torch.isfinite(loss):
                 _diverged(bar, loss, epoch, step, last, recipe)
@@ -334,7 +353,8 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
         trained_seconds += seconds
         if bar:
             bar.remove_task(task)
-        test_loss, test_accuracy = evaluate(model, graph, batches, test_x, test_y, max(recipe.batch_size, 256), dev)
+        test_loss, test_accuracy = evaluate(model, graph, batches, test_x, test_y, max(recipe.batch_size, 256), dev,
+                                            recipe)
         metrics = {"epoch": epoch, "train_loss": float(loss_sum) / seen, "train_accuracy": int(correct) / seen,
                    "test_loss": test_loss, "test_accuracy": test_accuracy, "lr": optimiser.param_groups[0]["lr"],
                    "images_per_second": seen / seconds, "epoch_seconds": seconds, "train_seconds": trained_seconds}
@@ -355,7 +375,8 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
     return {**history[-1], "best_test_accuracy": best_accuracy, "run": str(out)}
 
 
-def evaluate_weights(graph: Graph, weights: Path, recipe: Recipe, data_dir: str | None, device: str = "auto",
+def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, data_dir: str | None,
+                     device: str = "auto",
                      download: bool = False) -> dict:
     """Test loss and accuracy of saved weights (a best.pt/last.pt, or a plain state_dict)."""
     from netspec.backends.torch import WeightsError, load_weights
@@ -370,6 +391,7 @@ def evaluate_weights(graph: Graph, weights: Path, recipe: Recipe, data_dir: str 
         raise TrainError(str(err)) from None
     model = model.to(dev)
     preprocess = make_preprocess(dataset, recipe, dev)
-    loss, accuracy = evaluate(model, graph, preprocess, dataset.test_x.to(dev), dataset.test_y.to(dev), 512, dev)
+    loss, accuracy = evaluate(model, graph, preprocess, dataset.test_x.to(dev), dataset.test_y.to(dev), 512, dev,
+                              recipe)
     return {"network": graph.name, "dataset": dataset.name, "test_images": len(dataset.test_x), "test_loss": loss,
             "test_accuracy": accuracy}

@@ -204,7 +204,12 @@ def random_network(draw) -> str:
             size = draw(st.integers(1, 4))
             net.lines.append(draw(st.sampled_from([f"adaptive_avgpool({size})", f"adaptive_maxpool([{size}, 1])",
                                                    "global_avgpool()", "global_maxpool()"])))
-    if draw(st.booleans()):
+    if draw(st.integers(0, 4)) == 0:  # a capsule head; grouping fails on purpose when channels do not divide
+        dim = draw(st.sampled_from([1, 2, 4]))
+        units, size, iterations = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
+        net.lines.append(f"capsules({dim}) -> squash() -> capsule({units}, {size}, iterations={iterations}) "
+                         "-> capsule_length()")
+    elif draw(st.booleans()):
         net.lines.append(f"flatten() -> linear({draw(st.integers(1, 12))})")
         if draw(st.booleans()):
             net.lines.append(draw(st.sampled_from(["softmax()", "rbf(4)", "batchnorm()", "relu()"])))

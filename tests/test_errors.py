@@ -64,6 +64,8 @@ EXPECTED_CODES = {
     "too_deep": ["NS213"],
     "too_many_params": ["NS213"],
     "not_utf8": ["NS100"],
+    "not_capsules": ["NS305"],
+    "ensemble_mismatch": ["NS301"],
 }
 
 

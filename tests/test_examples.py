@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import netspec
 from netspec.cli import main
 
 
@@ -60,3 +61,23 @@ def test_the_cnn_versus_mlp_experiment_runs(in_repo, tmp_path):
                                                       ["| MLP", "original", "60,430"],
                                                       ["| LeNet (CNN)", "permuted", "61,706"],
                                                       ["| MLP", "permuted", "60,430"]]
+
+
+def test_the_ensemble_example_trains_on_a_faithful_subset(in_repo, tmp_path):
+    """examples/mnist-ensembles/run.py --train-images N writes the first N images as IDX files netspec reads."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+
+    from netspec.data import load
+
+    spec = importlib.util.spec_from_file_location("ensembles_example", "examples/mnist-ensembles/run.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.write_subset("tests/data", tmp_path, 300, 50)
+    full, subset = load("mnist", "tests/data", (1, 28, 28), 10), load("mnist", str(tmp_path), (1, 28, 28), 10)
+    assert (len(subset.train_x), len(subset.test_x)) == (300, 50)
+    assert torch.equal(subset.train_x, full.train_x[:300]) and torch.equal(subset.test_y, full.test_y[:50])
+    assert set(example.MEMBERS) == {"vgg", "resnet", "capsnet"}
+    for ensemble, members in example.ENSEMBLES.items():  # each ensemble's members are the labels in its spec
+        graph = netspec.load(f"specs/{ensemble}")
+        assert {n.scope[0] for n in graph.nodes if n.scope} >= set(members)

@@ -73,7 +73,7 @@ def test_random_networks_check_and_agree_with_torch(text, workspace):
 
 def test_the_seeds_themselves_check(in_repo):
     """The mutations start from valid specs: the fuzz tests above would prove little otherwise."""
-    assert len(SEEDS) == 17
+    assert len(SEEDS) == 22
     for name in SEEDS:
         if not name.startswith("blocks/"):
             assert check_front_door(SPECS / name) == "ok", name

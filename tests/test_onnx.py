@@ -15,7 +15,8 @@ from netspec.backends.onnx import ExportError, export  # noqa: E402
 from netspec.cli import main  # noqa: E402
 
 SPECS = ["lenet5", "lenet", "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19", "nin", "googlenet",
-         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "capsnet",
+         "vgg_mnist", "resnet18_mnist", "ensemble_vgg_resnet", "ensemble_vgg_capsnet"]
 
 
 def exported(spec, tmp_path, **options):

@@ -20,6 +20,11 @@ PUBLISHED = {
     "resnet50": (25_557_032, 25_557_032, 4_089_238_376, [1000]),
     "resnet101": (44_549_160, 44_549_160, 7_801_511_784, [1000]),
     "resnet152": (60_192_808, 60_192_808, 11_513_779_048, [1000]),
+    "capsnet": (6_804_224, 6_804_224, 201_793_536, [10]),  # Sabour et al. 2017, without the decoder
+    "resnet18_mnist": (11_172_810, 11_172_810, 455_810_442, [10]),  # CIFAR-style ResNet-18 less 2x64x9 stem weights
+    "vgg_mnist": (585_066, 585_066, 29_425_802, [10]),
+    "ensemble_vgg_resnet": (585_066 + 11_172_810, 585_066 + 11_172_810, 29_425_802 + 455_810_442, [10]),
+    "ensemble_vgg_capsnet": (585_066 + 6_804_224, 585_066 + 6_804_224, 29_425_802 + 201_793_536, [10]),
 }
 
 # torchvision's documentation prints GFLOPS (which are MACs) to 3 significant decimals.
@@ -136,3 +141,24 @@ def test_graph_invariants_hold_after_every_pass(name, in_repo):
         validate(graph)
         assert not graph.diagnostics
     assert all(n.shape and n.params is not None and n.macs is not None for n in graph.nodes)
+
+
+def test_capsnet_layer_by_layer(in_repo):
+    """The paper's sizes: Conv1 20,992; PrimaryCaps 5,308,672 (1,152 8-D capsules); DigitCaps 1,474,560."""
+    graph = netspec.load("specs/capsnet.net")
+    layers = {n.name: (n.op, list(n.shape), n.params) for n in graph.nodes}
+    assert layers["conv1"] == ("conv", [256, 20, 20], 20_992)
+    assert layers["primary"] == ("conv", [256, 6, 6], 5_308_672)
+    assert layers["3"] == ("capsules", [1152, 8], 0)
+    assert layers["digits"] == ("capsule", [10, 16], 1_152 * 10 * 8 * 16)
+    assert layers["6"] == ("capsule_length", [10], 0)
+    # predictions, then 3 weighted sums and 2 agreements of 1,152 x 10 x 16 each
+    assert graph.node("digits").macs == 1_474_560 + 5 * 184_320
+
+
+def test_check_shows_each_ensemble_member_and_the_total(in_repo):
+    summary = netspec.summarize(netspec.load("specs/ensemble_vgg_resnet.net"), depth=1)
+    rows = {r.name: (r.op, r.params) for r in summary.rows}
+    assert rows == {"x": ("input", 0), "vgg": ("VGGMnist", 585_066), "resnet": ("ResNet18Mnist", 11_172_810),
+                    "2": ("ensemble", 0)}
+    assert summary.totals.params == 11_757_876

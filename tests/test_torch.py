@@ -13,7 +13,8 @@ from netspec.backends.torch import StateDictMismatch, load_foreign_state_dict, t
 from netspec.cli import main  # noqa: E402
 
 SPECS = ["lenet5", "lenet", "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19", "nin", "googlenet",
-         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "capsnet",
+         "vgg_mnist", "resnet18_mnist", "ensemble_vgg_resnet", "ensemble_vgg_capsnet"]
 # Forward passes of these run on the meta device: shapes without the arithmetic (or the memory).
 ON_META = {"vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19", "resnet101", "resnet152", "alexnet"}
 
@@ -110,6 +111,8 @@ def test_every_op_builds_and_runs(tmp_path):
           m = concat(x) -> maxpool(3, stride=2, padding=1, ceil_mode=true) -> lrn(3) -> gelu(approximate=true)
           m -> avgpool(2, ceil_mode=true) -> subsample(2) -> sigmoid() -> tanh()
           global_maxpool()
+          caps = x -> conv(8, kernel=3) -> capsules(4) -> squash() -> capsule(3, 4, iterations=2) -> capsule_length()
+          x -> flatten() -> linear(3, init="zeros") -> ensemble(caps, merge="logit_mean", weights=[1.0, 3.0])
           m -> adaptive_maxpool([2, 3]) -> adaptive_avgpool(1) -> global_avgpool() -> flatten()
           linear(16, init="zeros") -> batchnorm() -> dropout(0.1) -> rbf(5) -> softmax()
         }""")
@@ -133,7 +136,8 @@ def load_generated(path, name):
     return module
 
 
-@pytest.mark.parametrize("name, size", [("lenet5", 32), ("resnet18", 64), ("googlenet", 96), ("nin", 224)])
+@pytest.mark.parametrize("name, size", [("lenet5", 32), ("resnet18", 64), ("googlenet", 96), ("nin", 224),
+                                        ("ensemble_vgg_capsnet", 28)])
 def test_generated_python_defines_the_same_module(name, size, in_repo, tmp_path):
     graph = netspec.load(f"specs/{name}.net")
     path = tmp_path / f"gen_{name}.py"
@@ -210,3 +214,63 @@ def test_reserved_labels_are_torchs_module_attributes():
     from netspec.lower import MODULE_ATTRIBUTES
 
     assert MODULE_ATTRIBUTES == {n for n in dir(torch.nn.Module) if not n.startswith("_")}
+
+
+def test_capsule_routing_squashes_and_couples_to_one(in_repo):
+    """Squashed capsules are shorter than 1; each input capsule's coupling coefficients sum to 1 over its
+    parents; the routing logits are not parameters (only the 1,152 x 10 prediction matrices are)."""
+    from netspec.backends.torch_layers import CapsuleRouting, squash
+
+    s = torch.randn(4, 50, 8) * torch.logspace(-2, 2, 50).view(1, 50, 1)
+    lengths = squash(s).norm(dim=-1)
+    assert (lengths < 1).all() and (lengths > 0).all()
+    expected = s.norm(dim=-1) ** 2 / (1 + s.norm(dim=-1) ** 2)
+    torch.testing.assert_close(lengths, expected, rtol=1e-4, atol=1e-6)
+
+    layer = CapsuleRouting(in_capsules=1152, in_dim=8, units=10, dim=16, iterations=3)
+    assert [(n, tuple(p.shape)) for n, p in layer.named_parameters()] == [("weight", (1152, 10, 16, 8))]
+    u = squash(torch.randn(2, 1152, 8))
+    v, coupling = layer.route(u)
+    assert v.shape == (2, 10, 16) and coupling.shape == (2, 1152, 10)
+    torch.testing.assert_close(coupling.sum(dim=2), torch.ones(2, 1152))
+    assert (v.norm(dim=-1) < 1).all()
+    assert not torch.allclose(coupling, torch.full_like(coupling, 0.1))  # routing moved away from uniform
+    one_pass = CapsuleRouting(1152, 8, 10, 16, iterations=1)
+    one_pass.weight = layer.weight
+    torch.testing.assert_close(one_pass.route(u)[1], torch.full_like(coupling, 0.1))  # first pass: uniform
+
+
+def test_capsules_group_channels_map_by_map(in_repo):
+    from netspec.backends.torch_layers import Capsules
+
+    x = torch.arange(2 * 16 * 3 * 3, dtype=torch.float32).view(2, 16, 3, 3)
+    caps = Capsules(dim=8)(x)
+    assert caps.shape == (2, 18, 8)
+    # capsule 0: channels 0-7 at position (0, 0); capsule 9: channels 8-15 at (0, 0)
+    torch.testing.assert_close(caps[0, 0], x[0, 0:8, 0, 0])
+    torch.testing.assert_close(caps[1, 9], x[1, 8:16, 0, 0])
+    torch.testing.assert_close(caps[0, 4], x[0, 0:8, 1, 1])
+
+
+def test_ensemble_members_load_their_own_weights_and_average_probabilities(in_repo, tmp_path):
+    """Each member trained as a network of its own loads into the ensemble with `member=path`; the ensemble
+    outputs the mean of the members' softmax probabilities."""
+    from netspec.backends.torch import WeightsError, load_weights
+
+    members = {}
+    for name, spec in (("vgg", "specs/vgg_mnist.net"), ("capsnet", "specs/capsnet.net")):
+        members[name] = netspec.compile(spec, seed={"vgg": 1, "capsnet": 2}[name]).eval()
+        torch.save({"model": members[name].state_dict()}, tmp_path / f"{name}.pt")  # as netspec train saves
+    ensemble = netspec.compile("specs/ensemble_vgg_capsnet.net", seed=3).eval()
+    load_weights(ensemble, [f"vgg={tmp_path / 'vgg.pt'}", f"capsnet={tmp_path / 'capsnet.pt'}"])
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = (members["vgg"](x).softmax(-1) + (10.0 * members["capsnet"](x)).softmax(-1)) / 2
+        got = ensemble(x)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got.sum(-1), torch.ones(3))
+
+    with pytest.raises(WeightsError, match="the network has no member 'resnet'; its top-level parts are vgg, "):
+        load_weights(ensemble, [f"resnet={tmp_path / 'vgg.pt'}"])
+    with pytest.raises(WeightsError, match=r"has no entry 'conv1.weight' \(shape \[256, 1, 9, 9\]\)"):
+        load_weights(ensemble, [f"capsnet={tmp_path / 'vgg.pt'}"])

@@ -166,3 +166,32 @@ def test_synthetic_data_has_the_networks_shape():
     d = load("synthetic", None, (3, 32, 32), 4)
     assert tuple(d.train_x.shape) == (4096, 3, 32, 32) and tuple(d.test_x.shape) == (1024, 3, 32, 32)
     assert sorted(d.train_y.unique().tolist()) == [0, 1, 2, 3]
+
+
+def test_capsnet_learns_with_the_margin_loss(in_repo, tmp_path):
+    """A narrow CapsNet (8 conv channels, 2 primary maps) with its recipe's margin loss, on the subset."""
+    from netspec.train import criterion
+
+    lengths = torch.tensor([[0.95, 0.05, 0.5]])
+    recipe = Recipe(loss="margin")
+    # the true class above m+ and the others below m- cost nothing; 0.5 on a wrong class costs 0.5 * 0.4^2
+    assert float(criterion(recipe, lengths, torch.tensor([0]))) == pytest.approx(0.5 * 0.4 ** 2)
+    assert float(criterion(recipe, lengths, torch.tensor([1]))) == pytest.approx(
+        0.85 ** 2 + 0.5 * 0.85 ** 2 + 0.5 * 0.4 ** 2)
+    result = train(tmp_path, "specs/capsnet.net", {"channels": 8, "maps": 2}, epochs=2, lr=0.003, augment="none")
+    assert netspec.load("specs/capsnet.net").recipe["loss"] == "margin"
+    assert result["test_accuracy"] > 0.6  # chance is 0.1
+    losses = [m["train_loss"] for m in metrics(tmp_path / "run")]
+    assert losses[-1] < losses[0] / 2
+
+
+def test_eval_loads_each_ensemble_member_from_its_own_weights(in_repo, tmp_path, capsys):
+    for name, spec in (("vgg", "specs/vgg_mnist.net"), ("capsnet", "specs/capsnet.net")):
+        torch.save(netspec.compile(spec, seed=0).state_dict(), tmp_path / f"{name}.pt")
+    args = ["eval", "specs/ensemble_vgg_capsnet.net", "--data-dir", DATA, "--device", "cpu",
+            "--weights", f"vgg={tmp_path / 'vgg.pt'}", "--weights", f"capsnet={tmp_path / 'capsnet.pt'}"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("VggCapsNet on mnist test set (500 images): accuracy ")
+    args[-1] = f"capsule={tmp_path / 'capsnet.pt'}"
+    assert main(args) == 1
+    assert "the network has no member 'capsule'; its top-level parts are vgg, capsnet" in capsys.readouterr().err

@@ -206,7 +206,7 @@ def _metadata(graph: Graph, sources) -> dict[str, str]:
     }
 
 
-def export(graph: Graph, sources, output: str | Path, weights: str | Path | None = None,
+def export(graph: Graph, sources, output: str | Path, weights: str | Path | list[str] | None = None,
            opset: int = DEFAULT_OPSET, batch: str | int = "dynamic", force: bool = False,
            seed: int = 0) -> ExportReport:
     """Export, check with onnx.checker, verify in onnxruntime, then move the file into place.

@@ -119,7 +119,25 @@ class WeightsError(ValueError):
     """A weights file that cannot be read, or does not fit the module; the message names the first bad key."""
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
+def load_weights(model: nn.Module, weights: str | Path | list[str | Path]) -> None:
+    """Load each of `weights` into `model`: a path loads the whole model, `member=path` only the submodule
+    `member` (an ensemble member, loading the weights it was trained with as a network of its own)."""
+    entries = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    for entry in entries:
+        member, sep, path = str(entry).partition("=")
+        if not sep or Path(entry).exists():
+            _load_into(model, entry)
+            continue
+        try:
+            target = model.get_submodule(member)
+        except AttributeError:
+            members = [name for name, _ in model.named_children()]
+            raise WeightsError(f"--weights {entry}: the network has no member '{member}'; its top-level parts "
+                               f"are {', '.join(members)}") from None
+        _load_into(target, path)
+
+
+def _load_into(model: nn.Module, path: str | Path) -> None:
     """Load a state_dict (or a checkpoint holding one under "model" or "state_dict") into `model`.
 
     Only tensors are read (`torch.load(weights_only=True)`): a checkpoint cannot run code.

@@ -132,6 +132,80 @@ class Scale(nn.Module):
         return x * self.weight if self.learnable else x * self.value
 
 
+def squash(s, eps=1e-8):
+    """Sabour et al.'s non-linearity over a capsule's last dimension: length |s|^2 / (1 + |s|^2), same direction."""
+    squared = (s * s).sum(dim=-1, keepdim=True)
+    return squared / (1 + squared) * s / torch.sqrt(squared + eps)
+
+
+class Capsules(nn.Module):
+    """[B, C, H, W] -> [B, C/dim * H * W, dim]: channel groups of `dim` become capsules, map by map."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        _, c, h, w = x.shape
+        return x.reshape(-1, c // self.dim, self.dim, h, w).permute(0, 1, 3, 4, 2).reshape(-1, c // self.dim * h * w,
+                                                                                          self.dim)
+
+
+class Squash(nn.Module):
+    def forward(self, s):
+        return squash(s)
+
+
+class CapsuleRouting(nn.Module):
+    """A capsule layer with dynamic routing (Sabour et al. 2017, Procedure 1).
+
+    Each input capsule i predicts each output capsule j through its own matrix: u_hat[j|i] = W[i, j] u[i].
+    Routing logits start at zero; each iteration couples i to the outputs by a softmax over j, sums the
+    weighted predictions, squashes, and raises the logits by the agreement u_hat . v. The loop runs a fixed
+    number of times, so tracing (ONNX export) unrolls it.
+    """
+
+    def __init__(self, in_capsules, in_dim, units, dim, iterations=3):
+        super().__init__()
+        self.iterations = iterations
+        self.weight = nn.Parameter(torch.empty(in_capsules, units, dim, in_dim))
+        nn.init.normal_(self.weight, std=0.01)  # as in the common CapsNet implementations; PyTorch has no default
+
+    def forward(self, u):
+        return self.route(u)[0]
+
+    def route(self, u):
+        """(output capsules [B, units, dim], coupling coefficients [B, in_capsules, units] of the last iteration)."""
+        u_hat = torch.einsum("nkoi,bni->bnko", self.weight, u)
+        logits = torch.zeros_like(u_hat[..., 0])
+        for iteration in range(self.iterations):
+            coupling = logits.softmax(dim=2)
+            v = squash((coupling.unsqueeze(-1) * u_hat).sum(dim=1))
+            if iteration + 1 < self.iterations:
+                logits = logits + (u_hat * v.unsqueeze(1)).sum(dim=-1)
+        return v, coupling
+
+
+class CapsuleLength(nn.Module):
+    def forward(self, v):
+        return torch.sqrt((v * v).sum(dim=-1))
+
+
+class Ensemble(nn.Module):
+    """The weighted mean of member networks' outputs: of their softmax probabilities, or of the outputs."""
+
+    def __init__(self, merge="softmax_mean", weights=(1.0,)):
+        super().__init__()
+        self.merge = merge
+        self.register_buffer("weights", torch.tensor(weights), persistent=False)
+
+    def forward(self, *outputs):
+        stacked = torch.stack(outputs)  # [members, B, K]
+        if self.merge == "softmax_mean":
+            stacked = stacked.softmax(dim=-1)
+        return (stacked * self.weights.view(-1, 1, 1).to(stacked.dtype)).sum(dim=0)
+
+
 def init_kaiming(module):
     """He initialisation for ReLU networks, torchvision's ResNet rule; biases start at zero."""
     nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -26,7 +26,7 @@ def projections(args: AddArgs, inputs) -> list[tuple[tuple[int, ...], int, int]]
                        'project the shortcut onto the other branch with add(..., project="auto")')
         expect_rank("add projection", shape, 3)
         expect_rank("add projection", target, 3)
-        stride = max(1, shape[1] // target[1])
+        stride = max(1, -(-shape[1] // target[1]))  # rounded up: 7 -> 4 takes stride 2, as the branch did
         if any((size - 1) // stride + 1 != want for size, want in zip(shape[1:], target[1:])):
             raise fail("NS301", f"cannot project {fmt(shape)} onto {fmt(target)}: a 1x1 convolution with "
                                 f"stride {stride} gives {fmt((target[0],) + tuple((s - 1) // stride + 1 for s in shape[1:]))}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, register
+from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, expect_rank, register
 
 
 class BatchNormArgs(OpArgs):
@@ -46,6 +46,10 @@ class LocalResponseNorm(Op):
     Args = LrnArgs
     positional = ("size",)
     summary = "local response normalisation across neighbouring channels (AlexNet)"
+
+    def shape(self, args, inputs):
+        expect_rank(self.name, inputs[0], 3)  # torch's LocalResponseNorm needs channels and positions
+        return inputs[0]
 
     def torch(self, args, inputs, output):
         return TorchLayer("LocalResponseNorm", dict(size=args.size, alpha=args.alpha, beta=args.beta, k=args.k))

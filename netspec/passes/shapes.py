@@ -26,8 +26,9 @@ def infer_shapes(graph: Graph, limits: Limits = DEFAULT) -> Graph:
             continue
         size = prod(shape)
         if size > limits.elements:  # not trainable on any machine; reporting it beats computing with it
-            graph.diagnostics.append(Diagnostic("NS213", f"layer '{node.name}' outputs {fmt(shape)}, {size:.3g} elements "
-                                                         f"per sample (limit {limits.elements:.3g})", node.span))
+            graph.diagnostics.append(Diagnostic(
+                "NS213", f"layer '{node.name}' outputs {fmt(shape)}, {size:.3g} elements per sample "
+                         f"(limit {limits.elements:.3g})", node.span))
             continue
         node.shape = shape
         shapes[node.name] = shape
