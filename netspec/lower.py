@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from netspec.ops import OPS
 from netspec.ops.base import signature
 from netspec.parse import parse
 from netspec.recipe import recipe_from_section
-
 
 
 # Loading files --------------------------------------------------------------
@@ -93,8 +93,6 @@ def load_program(path: str | Path, sources: Sources | None = None, limits: Limit
 
 def _shown(path: Path) -> str:
     """A path as the user would type it from here."""
-    import os
-
     return os.path.relpath(path)
 
 
