@@ -92,17 +92,7 @@ def main() -> int:
     def compare_with_torch(path: Path, seconds: list[float]) -> str:
         outcome = fuzz_inputs.check_front_door(path, seconds)
         if outcome == "ok" and not options.no_torch:
-            import torch
-            from torch.fx.passes.shape_prop import ShapeProp
-
-            from netspec.backends.torch import to_module
-
-            graph = netspec.load(path)
-            module = to_module(graph, seed=0).eval()
-            ShapeProp(module).propagate(torch.randn(2, *graph.input_shape))
-            shapes = {n.meta["netspec_name"]: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes
-                      if "netspec_name" in n.meta}
-            assert shapes == {n.name: n.shape for n in graph.nodes}, "checker and torch disagree"
+            fuzz_inputs.agrees_with_torch(netspec.load(path))
         return outcome
 
     def strategies():

@@ -218,7 +218,23 @@ def random_network(draw) -> str:
     return "\n".join(net.blocks + [f"network Fuzz {{\n  {head}\n  {body}\n}}\n"])
 
 
-# The property -------------------------------------------------------------------------------------------------
+# The properties -----------------------------------------------------------------------------------------------
+
+def agrees_with_torch(graph) -> None:
+    """The compiled module has the checker's parameter count, and a real forward pass gives every node the
+    shape the checker computed."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from netspec.backends.torch import to_module
+
+    module = to_module(graph, seed=0).eval()
+    assert sum(p.numel() for p in module.parameters()) == sum(n.params for n in graph.nodes)
+    ShapeProp(module).propagate(torch.randn(2, *graph.input_shape))
+    shapes = {n.meta["netspec_name"]: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes
+              if "netspec_name" in n.meta}
+    assert shapes == {n.name: n.shape for n in graph.nodes}, "checker and torch disagree"
+
 
 @contextlib.contextmanager
 def _debug():

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import netspec
-from fuzz_inputs import SEEDS, SPECS, check_front_door, mutated_spec, random_network, syntax_valid
+from fuzz_inputs import (SEEDS, SPECS, agrees_with_torch, check_front_door, mutated_spec, random_network,
+                         syntax_valid)
 from netspec.errors import NetspecError
 
 # deadline: the bound on one input (a typical one takes 5 ms). derandomize: a fixed budget in CI.
@@ -49,11 +50,7 @@ def test_grammar_sentences_end_in_a_report_or_located_errors(text, workspace):
 @fuzz(80)
 @given(text=random_network())
 def test_random_networks_check_and_agree_with_torch(text, workspace):
-    torch = pytest.importorskip("torch")
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    from netspec.backends.torch import to_module
-
+    pytest.importorskip("torch")
     path = workspace / "_network.net"
     path.write_text(text)
     try:
@@ -62,12 +59,7 @@ def test_random_networks_check_and_agree_with_torch(text, workspace):
         assert all(d.span is not None and d.span.file == str(path) for d in err.diagnostics), err
         assert all(d.code in ("NS203", "NS301", "NS302", "NS303", "NS304") for d in err.diagnostics), err
         return
-    module = to_module(graph, seed=0).eval()
-    assert sum(p.numel() for p in module.parameters()) == sum(n.params for n in graph.nodes)
-    ShapeProp(module).propagate(torch.randn(2, *graph.input_shape))
-    shapes = {n.meta["netspec_name"]: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes
-              if "netspec_name" in n.meta}
-    assert shapes == {n.name: n.shape for n in graph.nodes}
+    agrees_with_torch(graph)
     assert check_front_door(path) == "ok"
 
 

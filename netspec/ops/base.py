@@ -126,6 +126,9 @@ def fmt(shape: Shape) -> str:
 def expect_rank(op: str, shape: Shape, rank: int) -> None:
     if len(shape) == rank:
         return
+    if rank == 2:
+        raise fail("NS305", f"{op} expects capsules [N, D], got {fmt(shape)}",
+                   "group a feature map into capsules first, e.g. capsules(8) -> squash()")
     if rank == 3:
         raise fail("NS305", f"{op} expects a feature map [C, H, W], got {fmt(shape)}",
                     "a flattened vector cannot be convolved or pooled; move this layer before flatten()")

@@ -7,13 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, Strict
 
-from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, expect_rank, fail, fmt, register
-
-
-def expect_capsules(op: str, shape) -> None:
-    if len(shape) != 2:
-        raise fail("NS305", f"{op} expects capsules [N, D], got {fmt(shape)}",
-                   "group a feature map into capsules first, e.g. capsules(8) -> squash()")
+from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, expect_rank, fail, register
 
 
 class CapsulesArgs(OpArgs):
@@ -45,7 +39,7 @@ class Squash(Op):
     summary = "scales each capsule to length |s|^2 / (1 + |s|^2), below 1, keeping its direction"
 
     def shape(self, args, inputs):
-        expect_capsules(self.name, inputs[0])
+        expect_rank(self.name, inputs[0], 2)
         return inputs[0]
 
     def torch(self, args, inputs, output):
@@ -67,7 +61,7 @@ class Capsule(Op):
                "capsules, no bias; the routing logits are not parameters")
 
     def shape(self, args, inputs):
-        expect_capsules(self.name, inputs[0])
+        expect_rank(self.name, inputs[0], 2)
         return (args.units, args.dim)
 
     def params(self, args, inputs, output):
@@ -93,7 +87,7 @@ class CapsuleLength(Op):
     summary = "each capsule's length, the probability that its entity is present: [N, D] -> [N]"
 
     def shape(self, args, inputs):
-        expect_capsules(self.name, inputs[0])
+        expect_rank(self.name, inputs[0], 2)
         return (inputs[0][0],)
 
     def torch(self, args, inputs, output):
