@@ -72,6 +72,10 @@ def _print_summary(summary, fmt: str) -> None:
     print(f"FLOPs:       {t.flops:,} ({_human(t.flops)}) = 2 x MACs")
     print(f"Activations: {t.activation_bytes:,} bytes ({_human(t.activation_bytes, 'B')}) "
           "float32 outputs of every layer, batch 1")
+    if len(summary.outputs) > 1:
+        extra = ", ".join(summary.outputs[1:])
+        labels = "; forward(x, labels=None) takes the class labels while training" if summary.takes_labels else ""
+        print(f"Outputs:     {summary.outputs[0]}, then the reconstruction {extra} of the input{labels}")
 
 
 def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str, limit: int) -> None:

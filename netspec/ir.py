@@ -66,6 +66,15 @@ class Graph(BaseModel):
     recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.recipe.Recipe fields)
     diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)
 
+    def outputs(self) -> list[str]:
+        """What the compiled module returns: the output, then each reconstruction of the input (a tuple if
+        there are any)."""
+        return [self.output] + [n.name for n in self.nodes if OPS[n.op].reconstructs_input and n.name != self.output]
+
+    def takes_labels(self) -> bool:
+        """Whether a layer reads the class labels while training (the compiled forward's `labels=None`)."""
+        return any(OPS[n.op].takes_labels for n in self.nodes)
+
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:

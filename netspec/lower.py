@@ -537,6 +537,8 @@ class Lowering:
                 continue
             values[key], spans[key] = value, arg.value.span
         args = self._validate(op_name, values, spans, call, frame) if ok else None
+        if op.reconstructs_input:
+            inputs.append(self.input_name if self.input_name is not None else _POISON)
         name = frame.child_name(label)
         if args is None or any(v is _POISON for v in inputs) or current is _NO_INPUT:
             if current is _NO_INPUT:

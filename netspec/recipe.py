@@ -32,6 +32,9 @@ class Recipe(BaseModel):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # "margin": Sabour et al.'s capsule loss on output lengths (m+ = 0.9, m- = 0.1, lambda = 0.5)
     loss: Literal["cross_entropy", "margin"] = "cross_entropy"
+    # Added to the loss for each reconstruction() output: weight x the per-sample sum of squared errors
+    # against the network's input (Sabour et al.: 0.0005, so the decoder does not dominate the margin loss).
+    reconstruction_weight: Annotated[float, Field(ge=0)] = 0.0005
     pad: Annotated[int, Field(ge=0, le=1024)] = 0  # zero padding around each image, e.g. 2 for 28 -> 32
     normalize: bool = True  # subtract the training set's mean, divide by its standard deviation
     augment: Literal["none", "flip", "crop", "flip+crop"] = "none"

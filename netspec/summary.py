@@ -44,6 +44,8 @@ class Summary(BaseModel):
     arguments: dict[str, Any]
     rows: list[Row]
     totals: Totals
+    outputs: list[str]  # what the compiled module returns: the output, then any reconstruction()s
+    takes_labels: bool  # whether its forward also takes `labels` (for training)
 
 
 def summarize(graph: Graph, depth: int | None = None) -> Summary:
@@ -81,4 +83,4 @@ def summarize(graph: Graph, depth: int | None = None) -> Summary:
     # A block or layer passed as an argument is reported by its name.
     arguments = {k: (v.name if isinstance(v, Symbol) else v) for k, v in graph.arguments.items()}
     return Summary(network=graph.name, file=graph.file, arguments=arguments, rows=list(rows.values()),
-                   totals=totals)
+                   totals=totals, outputs=graph.outputs(), takes_labels=graph.takes_labels())

@@ -61,6 +61,10 @@ class Preprocess:
             x = (x - self.mean) / self.std
         return x
 
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """A prepared batch with the normalisation undone, pixels in [0, 1]: what a reconstruction reproduces."""
+        return x * self.std + self.mean if self.normalize else x
+
     def augmented(self, x: torch.Tensor, training: bool, generator: torch.Generator | None = None):
         if training and "crop" in self.augment:
             x = _random_shift(x, 4 if x.shape[-1] >= 32 else 2, generator)
@@ -128,6 +132,25 @@ def logits_of(graph: Graph, output: torch.Tensor) -> torch.Tensor:
     return output
 
 
+def forward(model, x: torch.Tensor, labels: torch.Tensor | None = None):
+    """(class scores, reconstructions) of a batch; `labels`, for a graph that takes_labels(), reach the layers
+    that read them while training."""
+    output = model(x) if labels is None else model(x, labels)
+    if isinstance(output, tuple):
+        return output[0], output[1:]
+    return output, ()
+
+
+def reconstruction_loss(recipe: Recipe, reconstructions, x: torch.Tensor, reduction: str = "mean"):
+    """weight x the per-sample sum of squared errors of each reconstruction against `x`: the input the network
+    was given, without its normalisation (Preprocess.pixels)."""
+    if not reconstructions:
+        return 0.0
+    target = x.float().flatten(1)
+    per_sample = sum(((r.float().flatten(1) - target) ** 2).sum(dim=1) for r in reconstructions)
+    return recipe.reconstruction_weight * (per_sample.sum() if reduction == "sum" else per_sample.mean())
+
+
 def criterion(recipe: Recipe, scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The recipe's loss: cross-entropy on logits, or the capsule margin loss on lengths in [0, 1]."""
     if recipe.loss == "margin":
@@ -162,17 +185,21 @@ def _optimiser(recipe: Recipe, model: torch.nn.Module, steps: int):
 
 
 def evaluate(model, graph: Graph, preprocess, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             device, recipe: Recipe) -> tuple[float, float]:
+             device, recipe: Recipe, pixels=None) -> tuple[float, float]:
     """Mean loss (the recipe's, without label smoothing) and accuracy over (x, y);
-    `preprocess(batch, training=False)` readies a batch."""
+    `preprocess(batch, training=False)` readies a batch, `pixels` undoes its normalisation."""
     model.eval()
     total_loss, correct = 0.0, 0
     with torch.no_grad(), _autocast(device):
         for start in range(0, len(x), batch_size):
             xb = preprocess(x[start:start + batch_size], training=False)
             yb = y[start:start + batch_size]
-            logits = logits_of(graph, model(_layout(xb, device))).float()
-            total_loss += float(criterion(recipe, logits, yb, reduction="sum"))
+            xb = _layout(xb, device)
+            scores, reconstructions = forward(model, xb)
+            logits = logits_of(graph, scores).float()
+            total_loss += float(criterion(recipe, logits, yb, reduction="sum")
+                                + reconstruction_loss(recipe, reconstructions, pixels(xb) if pixels else xb,
+                                                      reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     return total_loss / len(x), correct / len(x)
 
@@ -305,6 +332,11 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
         except Exception as err:
             log(f"torch.compile failed ({type(err).__name__}: {err}); training eager")
     trained_seconds = history[-1]["train_seconds"] if history else 0.0
+    takes_labels = graph.takes_labels()
+
+    def labels(yb):
+        return yb if takes_labels else None
+
     bar = _progress(progress and sys.stderr.isatty())
     for epoch in range(start_epoch, recipe.epochs + 1):
         model.train()
@@ -324,14 +356,16 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
             yb = train_y[index]
             with _autocast(dev):
                 try:
-                    logits = logits_of(graph, step_model(xb))
+                    scores, reconstructions = forward(step_model, xb, labels(yb))
                 except Exception as err:
                     if step_model is model:
                         raise
                     log(f"torch.compile failed at the first step ({type(err).__name__}); training eager")
                     step_model = model
-                    logits = logits_of(graph, model(xb))
-                loss = criterion(recipe, logits.float(), yb)
+                    scores, reconstructions = forward(model, xb, labels(yb))
+                logits = logits_of(graph, scores)
+                loss = criterion(recipe, logits.float(), yb) + reconstruction_loss(
+                    recipe, reconstructions, preprocess.pixels(xb) if reconstructions else xb)
             # On the CPU a check costs nothing; on a GPU it would stall every step, so it waits for the epoch end.
             if dev.type == "cpu" and not torch.isfinite(loss):
                 _diverged(bar, loss, epoch, step, last, recipe)
@@ -354,7 +388,7 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
         if bar:
             bar.remove_task(task)
         test_loss, test_accuracy = evaluate(model, graph, batches, test_x, test_y, max(recipe.batch_size, 256), dev,
-                                            recipe)
+                                            recipe, preprocess.pixels)
         metrics = {"epoch": epoch, "train_loss": float(loss_sum) / seen, "train_accuracy": int(correct) / seen,
                    "test_loss": test_loss, "test_accuracy": test_accuracy, "lr": optimiser.param_groups[0]["lr"],
                    "images_per_second": seen / seconds, "epoch_seconds": seconds, "train_seconds": trained_seconds}
@@ -392,6 +426,6 @@ def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, da
     model = model.to(dev)
     preprocess = make_preprocess(dataset, recipe, dev)
     loss, accuracy = evaluate(model, graph, preprocess, dataset.test_x.to(dev), dataset.test_y.to(dev), 512, dev,
-                              recipe)
+                              recipe, preprocess.pixels)
     return {"network": graph.name, "dataset": dataset.name, "test_images": len(dataset.test_x), "test_loss": loss,
             "test_accuracy": accuracy}

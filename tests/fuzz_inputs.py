@@ -204,17 +204,26 @@ def random_network(draw) -> str:
             size = draw(st.integers(1, 4))
             net.lines.append(draw(st.sampled_from([f"adaptive_avgpool({size})", f"adaptive_maxpool([{size}, 1])",
                                                    "global_avgpool()", "global_maxpool()"])))
+    decoder_off_by = None
     if draw(st.integers(0, 4)) == 0:  # a capsule head; grouping fails on purpose when channels do not divide
         dim = draw(st.sampled_from([1, 2, 4]))
         units, size, iterations = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
-        net.lines.append(f"capsules({dim}) -> squash() -> capsule({units}, {size}, iterations={iterations}) "
-                         "-> capsule_length()")
+        capsule = f"capsules({dim}) -> squash() -> capsule({units}, {size}, iterations={iterations})"
+        if draw(st.booleans()):  # and a reconstruction decoder, its size sometimes wrong on purpose
+            decoder_off_by = draw(st.sampled_from([0, 0, 0, 1]))
+            net.lines += [f"digits = {capsule}", "digits -> capsule_mask() -> flatten() -> linear(DECODED) -> "
+                          "sigmoid() -> reconstruction()", "digits -> capsule_length()"]
+        else:
+            net.lines.append(f"{capsule} -> capsule_length()")
     elif draw(st.booleans()):
         net.lines.append(f"flatten() -> linear({draw(st.integers(1, 12))})")
         if draw(st.booleans()):
             net.lines.append(draw(st.sampled_from(["softmax()", "rbf(4)", "batchnorm()", "relu()"])))
     body = "\n  ".join(net.lines)
-    head = f"input x: [{in_channels}, {net.size}, {draw(st.integers(4, 20))}]"
+    width = draw(st.integers(4, 20))
+    if decoder_off_by is not None:
+        body = body.replace("DECODED", str(in_channels * net.size * width + decoder_off_by))
+    head = f"input x: [{in_channels}, {net.size}, {width}]"
     return "\n".join(net.blocks + [f"network Fuzz {{\n  {head}\n  {body}\n}}\n"])
 
 

@@ -21,6 +21,20 @@ def test_check_prints_layers_and_totals(in_repo, capsys):
     assert "MACs:        326,648" in out and "FLOPs:       653,296" in out
 
 
+def test_check_names_a_second_output_and_the_labels_input(in_repo, capsys):
+    assert main(["check", "specs/capsnet.net", "--collapse"]) == 0
+    out = capsys.readouterr().out
+    assert "Params:      8,215,568 (trainable 8,215,568, non-trainable 0)" in out
+    assert "decoder  group           [1, 28, 28]    1,411,344    1,411,344" in out
+    assert ("Outputs:     7, then the reconstruction decoder.8 of the input; forward(x, labels=None) takes the "
+            "class labels while training") in out
+    assert main(["check", "specs/capsnet.net", "--set", "decoder=false", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["totals"]["params"], report["outputs"], report["takes_labels"]) == (6_804_224, ["6"], False)
+    assert main(["check", "specs/lenet5.net"]) == 0
+    assert "Outputs:" not in capsys.readouterr().out
+
+
 def test_json_output_matches_the_summary(in_repo, capsys):
     assert main(["check", "specs/resnet18.net", "--format", "json", "--set", "classes=10"]) == 0
     report = json.loads(capsys.readouterr().out)

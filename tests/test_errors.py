@@ -65,6 +65,7 @@ EXPECTED_CODES = {
     "too_many_params": ["NS213"],
     "not_utf8": ["NS100"],
     "not_capsules": ["NS305"],
+    "reconstruction_size": ["NS301"],
     "ensemble_mismatch": ["NS301"],
 }
 

@@ -65,6 +65,17 @@ def test_expanding_a_residual_block_shows_its_shortcut(in_repo):
     assert names[target] == 'downsample\\nadd(project=\\"auto\\") -> relu()\\n8,448 params'
 
 
+def test_capsnet_decoder_branches_off_the_digit_capsules(in_repo):
+    d = diagram("specs/capsnet.net", {"decoder"})
+    names = {b.id: b.name for b in d.boxes()}
+    edges = [(names[e.source], names[e.target]) for e in d.edges]
+    # the reconstruction's second input (the network's input, its target shape) is not drawn as data flow
+    assert edges == [("x", "conv1"), ("conv1", "primary"), ("primary", "3"), ("3", "digits"),
+                     ("digits", "decoder.0"), ("decoder.0", "decoder.1"), ("decoder.1", "decoder.2"),
+                     ("decoder.2", "decoder.4"), ("decoder.4", "decoder.6"), ("decoder.6", "decoder.8"),
+                     ("digits", "7")]
+
+
 def test_googlenet_inception_expands_into_branches(in_repo):
     d = diagram("specs/googlenet.net", {"inception3a"})
     cluster = next(item for item in d.items if not hasattr(item, "title"))

@@ -59,6 +59,23 @@ def test_layer_names_survive_in_node_names(in_repo, tmp_path):
     assert [i.name for i in model.graph.input] == ["x"] and [o.name for o in model.graph.output] == ["fc"]
 
 
+def test_capsnet_reconstruction_is_a_second_output_masked_by_the_longest_capsule(in_repo, tmp_path):
+    import onnxruntime
+
+    graph, out, report = exported("specs/capsnet.net", tmp_path)
+    model = onnx.load(out)
+    assert [i.name for i in model.graph.input] == ["x"]  # no labels: inference masks by the prediction
+    assert [o.name for o in model.graph.output] == ["output", "reconstruction"]
+    assert report.ok and "ArgMax" in report.ops and "ScatterElements" in report.ops
+    torch_model = netspec.compile("specs/capsnet.net", seed=0).eval()
+    x = torch.rand(2, 1, 28, 28)
+    scores, reconstruction = onnxruntime.InferenceSession(str(out)).run(None, {"x": x.numpy()})
+    assert reconstruction.shape == (2, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch_model(x, torch.from_numpy(scores.argmax(1)))  # told the predicted class
+    torch.testing.assert_close(torch.from_numpy(reconstruction), expected[1], atol=1e-4, rtol=1e-3)
+
+
 def test_trained_weights_are_exported(in_repo, tmp_path):
     weights = tmp_path / "weights.pt"
     trained = netspec.compile("specs/lenet.net", seed=7)

@@ -20,11 +20,11 @@ PUBLISHED = {
     "resnet50": (25_557_032, 25_557_032, 4_089_238_376, [1000]),
     "resnet101": (44_549_160, 44_549_160, 7_801_511_784, [1000]),
     "resnet152": (60_192_808, 60_192_808, 11_513_779_048, [1000]),
-    "capsnet": (6_804_224, 6_804_224, 201_793_536, [10]),  # Sabour et al. 2017, without the decoder
+    "capsnet": (8_215_568, 8_215_568, 203_204_880, [10]),  # Sabour et al. 2017, with the decoder
     "resnet18_mnist": (11_172_810, 11_172_810, 455_810_442, [10]),  # CIFAR-style ResNet-18 less 2x64x9 stem weights
     "vgg_mnist": (585_066, 585_066, 29_425_802, [10]),
     "ensemble_vgg_resnet": (585_066 + 11_172_810, 585_066 + 11_172_810, 29_425_802 + 455_810_442, [10]),
-    "ensemble_vgg_capsnet": (585_066 + 6_804_224, 585_066 + 6_804_224, 29_425_802 + 201_793_536, [10]),
+    "ensemble_vgg_capsnet": (585_066 + 8_215_568, 585_066 + 8_215_568, 29_425_802 + 203_204_880, [10]),
 }
 
 # torchvision's documentation prints GFLOPS (which are MACs) to 3 significant decimals.
@@ -151,9 +151,25 @@ def test_capsnet_layer_by_layer(in_repo):
     assert layers["primary"] == ("conv", [256, 6, 6], 5_308_672)
     assert layers["3"] == ("capsules", [1152, 8], 0)
     assert layers["digits"] == ("capsule", [10, 16], 1_152 * 10 * 8 * 16)
-    assert layers["6"] == ("capsule_length", [10], 0)
+    assert layers["7"] == ("capsule_length", [10], 0)
     # predictions, then 3 weighted sums and 2 agreements of 1,152 x 10 x 16 each
     assert graph.node("digits").macs == 1_474_560 + 5 * 184_320
+    assert graph.outputs() == ["7", "decoder.8"] and graph.takes_labels()
+
+
+def test_capsnet_decoder(in_repo):
+    """16*10 -> 512 -> 1024 -> 784, reshaped to the image: 1,411,344 parameters; 6,804,224 without it."""
+    graph = netspec.load("specs/capsnet.net")
+    decoder = [(n.op, list(n.shape), n.params) for n in graph.nodes if n.scope == ("decoder",)]
+    assert decoder == [("capsule_mask", [10, 16], 0), ("flatten", [160], 0), ("linear", [512], 82_432),
+                       ("relu", [512], 0), ("linear", [1024], 525_312), ("relu", [1024], 0),
+                       ("linear", [784], 803_600), ("sigmoid", [784], 0), ("reconstruction", [1, 28, 28], 0)]
+    assert graph.node("decoder.8").inputs == ["decoder.7", "x"]  # the network's input: the shape to reproduce
+    rows = {r.name: r.params for r in netspec.summarize(graph, depth=1).rows}
+    assert rows["decoder"] == 1_411_344
+    without = netspec.load("specs/capsnet.net", decoder=False)
+    assert netspec.summarize(without).totals.params == 6_804_224
+    assert without.outputs() == ["6"] and not without.takes_labels()
 
 
 def test_check_shows_each_ensemble_member_and_the_total(in_repo):

@@ -111,7 +111,9 @@ def test_every_op_builds_and_runs(tmp_path):
           m = concat(x) -> maxpool(3, stride=2, padding=1, ceil_mode=true) -> lrn(3) -> gelu(approximate=true)
           m -> avgpool(2, ceil_mode=true) -> subsample(2) -> sigmoid() -> tanh()
           global_maxpool()
-          caps = x -> conv(8, kernel=3) -> capsules(4) -> squash() -> capsule(3, 4, iterations=2) -> capsule_length()
+          digits = x -> conv(8, kernel=3) -> capsules(4) -> squash() -> capsule(3, 4, iterations=2)
+          digits -> capsule_mask() -> flatten() -> linear(576, init="zeros") -> reconstruction()
+          caps = digits -> capsule_length()
           x -> flatten() -> linear(3, init="zeros") -> ensemble(caps, merge="logit_mean", weights=[1.0, 3.0])
           m -> adaptive_maxpool([2, 3]) -> adaptive_avgpool(1) -> global_avgpool() -> flatten()
           linear(16, init="zeros") -> batchnorm() -> dropout(0.1) -> rbf(5) -> softmax()
@@ -151,7 +153,14 @@ def test_generated_python_defines_the_same_module(name, size, in_repo, tmp_path)
     generated.load_state_dict(compiled.state_dict())
     x = torch.randn(2, graph.input_shape[0], size, size)
     with torch.no_grad():
-        assert torch.equal(generated(x), compiled(x))
+        ours, theirs = compiled(x), generated(x)
+        if graph.takes_labels():  # (scores, reconstruction); the labels reach the generated forward too
+            assert len(ours) == len(theirs) == 2
+            assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+            labels = torch.tensor([3, 7])
+            assert all(torch.equal(a, b) for a, b in zip(compiled(x, labels), generated(x, labels)))
+        else:
+            assert torch.equal(ours, theirs)
 
 
 def test_foreign_state_dict_loads_by_order_and_reports_the_first_mismatch(in_repo):
@@ -240,6 +249,19 @@ def test_capsule_routing_squashes_and_couples_to_one(in_repo):
     torch.testing.assert_close(one_pass.route(u)[1], torch.full_like(coupling, 0.1))  # first pass: uniform
 
 
+def test_capsule_mask_keeps_the_labelled_capsule_else_the_longest():
+    from netspec.backends.torch_layers import CapsuleMask
+
+    caps = torch.tensor([[[0.1, 0.0], [0.0, 0.9], [0.3, 0.3]],
+                         [[0.5, 0.5], [0.0, 0.2], [0.0, 0.0]]])  # longest: capsule 1, then capsule 0
+    zero = torch.zeros(2)
+    torch.testing.assert_close(CapsuleMask()(caps), torch.stack([torch.stack([zero, caps[0, 1], zero]),
+                                                                 torch.stack([caps[1, 0], zero, zero])]))
+    torch.testing.assert_close(CapsuleMask()(caps, torch.tensor([2, 1])),
+                               torch.stack([torch.stack([zero, zero, caps[0, 2]]),
+                                            torch.stack([zero, caps[1, 1], zero])]))
+
+
 def test_capsules_group_channels_map_by_map(in_repo):
     from netspec.backends.torch_layers import Capsules
 
@@ -265,8 +287,10 @@ def test_ensemble_members_load_their_own_weights_and_average_probabilities(in_re
     load_weights(ensemble, [f"vgg={tmp_path / 'vgg.pt'}", f"capsnet={tmp_path / 'capsnet.pt'}"])
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
-        expected = (members["vgg"](x).softmax(-1) + (10.0 * members["capsnet"](x)).softmax(-1)) / 2
-        got = ensemble(x)
+        capsnet_scores, capsnet_reconstruction = members["capsnet"](x)
+        expected = (members["vgg"](x).softmax(-1) + (10.0 * capsnet_scores).softmax(-1)) / 2
+        got, reconstruction = ensemble(x)  # CapsNet's decoder stays: a reconstruction is a second output
+    torch.testing.assert_close(reconstruction, capsnet_reconstruction)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got.sum(-1), torch.ones(3))
 

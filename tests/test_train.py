@@ -15,6 +15,7 @@ import netspec  # noqa: E402
 from netspec.cli import main  # noqa: E402
 from netspec.data import DataError, load  # noqa: E402
 from netspec.recipe import Recipe  # noqa: E402
+from netspec.backends.torch import to_module  # noqa: E402
 from netspec.train import TrainError, run  # noqa: E402
 
 DATA = "tests/data"
@@ -178,11 +179,75 @@ def test_capsnet_learns_with_the_margin_loss(in_repo, tmp_path):
     assert float(criterion(recipe, lengths, torch.tensor([0]))) == pytest.approx(0.5 * 0.4 ** 2)
     assert float(criterion(recipe, lengths, torch.tensor([1]))) == pytest.approx(
         0.85 ** 2 + 0.5 * 0.85 ** 2 + 0.5 * 0.4 ** 2)
-    result = train(tmp_path, "specs/capsnet.net", {"channels": 8, "maps": 2}, epochs=2, lr=0.003, augment="none")
+    result = train(tmp_path, "specs/capsnet.net", {"channels": 8, "maps": 2, "decoder": False}, epochs=2, lr=0.003,
+                   augment="none")
     assert netspec.load("specs/capsnet.net").recipe["loss"] == "margin"
     assert result["test_accuracy"] > 0.6  # chance is 0.1
     losses = [m["train_loss"] for m in metrics(tmp_path / "run")]
     assert losses[-1] < losses[0] / 2
+
+
+def test_reconstruction_loss_is_the_weighted_sum_of_squared_errors_per_sample():
+    from netspec.train import reconstruction_loss
+
+    x = torch.zeros(2, 1, 2, 2)
+    reconstruction = torch.stack([torch.full((4,), 0.5), torch.ones(4)])  # flat: shapes may differ, sizes not
+    # per sample: 4 * 0.25 = 1 and 4 * 1 = 4; their mean 2.5, times the paper's weight 0.0005
+    assert float(reconstruction_loss(Recipe(), (reconstruction,), x)) == pytest.approx(0.0005 * 2.5)
+    assert float(reconstruction_loss(Recipe(reconstruction_weight=0.1), (reconstruction,), x, "sum")) == \
+        pytest.approx(0.1 * 5.0)
+    assert reconstruction_loss(Recipe(), (), x) == 0.0
+
+
+def test_training_masks_by_the_label_and_inference_by_the_longest_capsule(in_repo):
+    from netspec.train import forward
+
+    graph = netspec.load("specs/capsnet.net", channels=8, maps=2)
+    model = to_module(graph, seed=0).eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        scores, (predicted,) = forward(model, x)
+        wrong = (scores.argmax(1) + 1) % 10
+        same_scores, (told,) = forward(model, x, wrong)
+        _, (told_right,) = forward(model, x, scores.argmax(1))
+    assert torch.equal(scores, same_scores)  # the label changes what is reconstructed, not the prediction
+    assert torch.equal(told_right, predicted) and not torch.equal(told, predicted)
+    assert told.shape == (4, 1, 28, 28)
+
+
+def test_capsnet_decoder_learns_to_reconstruct(in_repo, tmp_path, monkeypatch):
+    """Margin loss plus 0.0005 x the decoder's squared error (the spec's recipe), on a narrow CapsNet."""
+    from netspec.backends.torch_layers import CapsuleMask
+    from netspec.train import forward, make_preprocess
+
+    graph = netspec.load("specs/capsnet.net", channels=8, maps=2)
+    assert graph.recipe["reconstruction_weight"] == 0.0005 and "normalize" not in graph.recipe
+    masked = set()
+    original = CapsuleMask.forward
+
+    def spy(self, capsules, labels=None):
+        masked.add((self.training, labels is not None))
+        return original(self, capsules, labels)
+
+    monkeypatch.setattr(CapsuleMask, "forward", spy)
+    result = train(tmp_path, "specs/capsnet.net", {"channels": 8, "maps": 2}, epochs=2, lr=0.003, augment="none")
+    assert result["test_accuracy"] > 0.6
+    assert masked == {(True, True), (False, False)}  # by the label while training, by the prediction in tests
+    dataset = load("mnist", DATA, (1, 28, 28), 10)
+    preprocess = make_preprocess(dataset, Recipe(), torch.device("cpu"))
+    x = preprocess.fixed(dataset.test_x[:200])  # normalised, as the network was trained
+    pixels = dataset.test_x[:200].float() / 255
+    torch.testing.assert_close(preprocess.pixels(x), pixels)  # the target: the normalisation undone
+
+    def squared_error(model):
+        with torch.no_grad():
+            _, (reconstruction,) = forward(model.eval(), x)
+        return float(((reconstruction - pixels) ** 2).sum() / len(x))
+
+    untrained = squared_error(to_module(graph, seed=0))
+    trained_model = to_module(graph)
+    trained_model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"])
+    assert squared_error(trained_model) < 0.5 * untrained  # an untrained sigmoid decoder outputs about 0.5
 
 
 def test_eval_loads_each_ensemble_member_from_its_own_weights(in_repo, tmp_path, capsys):

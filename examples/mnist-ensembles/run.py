@@ -20,6 +20,7 @@ from pathlib import Path
 
 import netspec
 from netspec.data import IDX_FILES, load
+from netspec.files import write_atomic
 from netspec.recipe import Recipe
 from netspec.train import evaluate_weights, run
 
@@ -88,7 +89,7 @@ def main() -> None:
               "an ensemble's time is its members' together.")
     text = options.table.read_text() if options.table.exists() else "<!-- results -->\n<!-- /results -->\n"
     block = f"<!-- results -->\n{table}\n<!-- /results -->"
-    options.table.write_text(re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, text, flags=re.S))
+    write_atomic(options.table, re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, text, flags=re.S))
 
 
 if __name__ == "__main__":

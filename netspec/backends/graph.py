@@ -125,6 +125,8 @@ def layout(graph: Graph, expand: set[str] | str = frozenset()) -> Diagram:
     edges: dict[tuple[str, str], Edge] = {}
     for node in graph.nodes:
         for position, source in enumerate(node.inputs):
+            if OPS[node.op].reconstructs_input and position == len(node.inputs) - 1:
+                continue  # the network's input: the shape and training target of a reconstruction, not its data
             a, b = unit_of[source], unit_of[node.name]
             if a == b:
                 continue

@@ -75,12 +75,21 @@ def densify_sparse_convs(model: nn.Module) -> None:
             model.get_submodule(parent).add_module(leaf, dense)  # get_submodule("") is the model itself
 
 
-def io_names(graph: Graph) -> tuple[str, str]:
-    """The spec's input and output names, where ONNX accepts them (a layer named by position, "3", is not)."""
-    def usable(name: str, fallback: str) -> str:
-        return name if name.isidentifier() else fallback
+def io_names(graph: Graph) -> tuple[str, list[str]]:
+    """The spec's input name and its outputs' names, where ONNX accepts them (a layer named by position, "3",
+    is not; `decoder.8` is not): then "output" for the scores and "reconstruction" for a reconstruction."""
+    taken: set[str] = set()
 
-    return usable(graph.input, "input"), usable(graph.output, "output")
+    def usable(name: str, fallback: str) -> str:
+        chosen = name if name.isidentifier() else fallback
+        while chosen in taken:
+            chosen += "_"
+        taken.add(chosen)
+        return chosen
+
+    input_name = usable(graph.input, "input")
+    first, *rest = graph.outputs()
+    return input_name, [usable(first, "output")] + [usable(name, "reconstruction") for name in rest]
 
 
 @contextlib.contextmanager
@@ -107,15 +116,15 @@ def _opset_of(path: str) -> int:
 
 
 def _export_once(model, example, path, graph: Graph, opset: int, dynamic: bool, dynamo: bool) -> None:
-    input_name, output_name = io_names(graph)
-    names = {"input_names": [input_name], "output_names": [output_name]}
+    input_name, output_names = io_names(graph)
+    names = {"input_names": [input_name], "output_names": output_names}
     with _quiet():
         if dynamo:
             shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
             torch.onnx.export(model, (example,), path, dynamo=True, opset_version=opset, dynamic_shapes=shapes,
                               external_data=False, verbose=False, **names)
         else:
-            axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic else None
+            axes = {name: {0: "batch"} for name in [input_name, *output_names]} if dynamic else None
             # PRESERVE keeps batch norm as BatchNormalization (eval semantics) instead of folding it into the
             # convolution, so every layer's weights stay initialisers named by their state_dict keys.
             torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset, dynamic_axes=axes,
@@ -180,12 +189,17 @@ def compare(model: nn.Module, onnx_path: str, graph: Graph, batches: list[int], 
     for batch in batches:
         x = torch.randn(batch, *graph.input_shape, generator=generator)
         with torch.no_grad():
-            expected = model(x).numpy()
-        (got,) = session.run(None, {io_names(graph)[0]: x.numpy()})
-        diff = abs(got - expected)
-        max_abs = float(diff.max()) if diff.size else 0.0
-        max_rel = float((diff / (abs(expected) + 1e-12)).max()) if diff.size else 0.0
-        ok = bool((diff <= ATOL + RTOL * abs(expected)).all()) and got.shape == expected.shape
+            expected = model(x)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        outputs = session.run(None, {io_names(graph)[0]: x.numpy()})
+        max_abs = max_rel = 0.0
+        ok = len(outputs) == len(expected)
+        for got, want in zip(outputs, expected):
+            want = want.numpy()
+            diff = abs(got - want)
+            max_abs = max(max_abs, float(diff.max()) if diff.size else 0.0)
+            max_rel = max(max_rel, float((diff / (abs(want) + 1e-12)).max()) if diff.size else 0.0)
+            ok = ok and bool((diff <= ATOL + RTOL * abs(want)).all()) and got.shape == want.shape
         results.append(Comparison(batch, max_abs, max_rel, ok))
     return session.get_providers()[0], results
 

@@ -63,13 +63,18 @@ def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
     fx_graph = fx.Graph()
     values: dict[str, fx.Node] = {}
     implementations = layers(graph)
+    labels = None
     for node in graph.nodes:
         if node.op == "input":
             values[node.name] = fx_graph.placeholder(node.name)
             values[node.name].meta["netspec_name"] = node.name
+            if graph.takes_labels():
+                labels = fx_graph.placeholder("labels_" if node.name == "labels" else "labels", default_value=None)
             continue
         impl = implementations[node.name]
         args = tuple(values[s] for s in node.inputs)
+        if OPS[node.op].takes_labels:
+            args += (labels,)
         if isinstance(impl, TorchFunction):
             fn = FUNCTIONS[impl.fn]
             if impl.fn == "cat":
@@ -85,7 +90,8 @@ def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
             value = fx_graph.call_module(node.name, args)
         value.meta["netspec_name"] = node.name
         values[node.name] = value
-    fx_graph.output(values[graph.output])
+    outputs = graph.outputs()
+    fx_graph.output(values[outputs[0]] if len(outputs) == 1 else tuple(values[o] for o in outputs))
     module = fx.GraphModule(root, fx_graph, class_name=graph.name)
     module.netspec_graph = graph
     return module

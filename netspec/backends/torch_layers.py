@@ -186,6 +186,22 @@ class CapsuleRouting(nn.Module):
         return v, coupling
 
 
+class CapsuleMask(nn.Module):
+    """Zeroes every capsule but one: the labelled class's when labels are given (training), else the longest."""
+
+    def forward(self, capsules, labels=None):
+        index = capsules.norm(dim=-1).argmax(dim=-1) if labels is None else labels
+        keep = torch.zeros_like(capsules[..., 0]).scatter(1, index.unsqueeze(1), 1.0)
+        return capsules * keep.unsqueeze(-1)
+
+
+class Reconstruction(nn.Module):
+    """A decoder's output in the shape of the network's input, which it is trained to reproduce."""
+
+    def forward(self, decoded, network_input):
+        return decoded.reshape(network_input.shape)
+
+
 class CapsuleLength(nn.Module):
     def forward(self, v):
         return torch.sqrt((v * v).sum(dim=-1))

@@ -72,6 +72,11 @@ class Op:
     inputs: ClassVar[int | None] = 1
     summary: ClassVar[str] = ""
     activation: ClassVar[bool] = False  # element-wise and parameter-free: diagrams draw it with its producer
+    # Reads the class labels while training: the compiled forward takes `labels=None` and passes them on.
+    takes_labels: ClassVar[bool] = False
+    # Its value is an extra output of the network, trained toward the network's input (which the lowering
+    # passes as its last input, for the shape rule); the class scores stay the first output.
+    reconstructs_input: ClassVar[bool] = False
 
     def shape(self, args: Any, inputs: list[Shape]) -> Shape:
         return inputs[0]

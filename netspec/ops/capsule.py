@@ -82,6 +82,21 @@ class Capsule(Op):
 
 
 @register
+class CapsuleMask(Op):
+    name = "capsule_mask"
+    takes_labels = True
+    summary = ("keeps one capsule and zeroes the others: the true class's while training, the longest otherwise "
+               "(the input of CapsNet's reconstruction decoder)")
+
+    def shape(self, args, inputs):
+        expect_rank(self.name, inputs[0], 2)
+        return inputs[0]
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("CapsuleMask")
+
+
+@register
 class CapsuleLength(Op):
     name = "capsule_length"
     summary = "each capsule's length, the probability that its entity is present: [N, D] -> [N]"
