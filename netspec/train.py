@@ -185,7 +185,7 @@ def _optimiser(recipe: Recipe, model: torch.nn.Module, steps: int):
 
 
 def evaluate(model, graph: Graph, preprocess, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             device, recipe: Recipe, pixels=None) -> tuple[float, float]:
+             device, recipe: Recipe, pixels) -> tuple[float, float]:
     """Mean loss (the recipe's, without label smoothing) and accuracy over (x, y);
     `preprocess(batch, training=False)` readies a batch, `pixels` undoes its normalisation."""
     model.eval()
@@ -198,8 +198,7 @@ def evaluate(model, graph: Graph, preprocess, x: torch.Tensor, y: torch.Tensor, 
             scores, reconstructions = forward(model, xb)
             logits = logits_of(graph, scores).float()
             total_loss += float(criterion(recipe, logits, yb, reduction="sum")
-                                + reconstruction_loss(recipe, reconstructions, pixels(xb) if pixels else xb,
-                                                      reduction="sum"))
+                                + reconstruction_loss(recipe, reconstructions, pixels(xb), reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     return total_loss / len(x), correct / len(x)
 
