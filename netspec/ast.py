@@ -53,7 +53,43 @@ class Index:
     span: Span = _span()
 
 
-Expr = Literal | Name | ListExpr | Unary | Binary | Index
+@dataclass
+class Slice:
+    target: Expr
+    start: Expr | None
+    stop: Expr | None
+    span: Span = _span()
+
+
+@dataclass
+class Conditional:
+    """`a if condition else b`."""
+
+    condition: Expr
+    then: Expr
+    otherwise: Expr
+    span: Span = _span()
+
+
+@dataclass
+class Function:
+    """A built-in function applied to arguments: `max(a, b)`, `make_divisible(c * 0.75, 8)`."""
+
+    name: str
+    args: list[Argument]
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+Expr = Literal | Name | ListExpr | Unary | Binary | Index | Slice | Conditional | Function
+
+
+@dataclass
+class Template:
+    """A label computed from expressions: `"denselayer{i + 1}"` is ["denselayer", <i + 1>]."""
+
+    parts: list[str | Expr]
+    span: Span = _span()
 
 
 # Steps and statements ------------------------------------------------------
@@ -94,7 +130,7 @@ class Ref:
 @dataclass
 class Step:
     core: Call | Spread | Group | Ref
-    label: str | None = None
+    label: str | Template | None = None
     repeat: Expr | None = None
     condition: Expr | None = None
     span: Span = _span()
@@ -121,7 +157,33 @@ class Input:
     span: Span = _span()
 
 
-Stmt = Input | Assign | Chain
+@dataclass
+class For:
+    """`for name in values { ... }`: the body once per value, in the enclosing scope."""
+
+    name: str
+    values: Expr
+    body: list[Stmt]
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass
+class OutputItem:
+    name: str
+    condition: Expr | None = None
+    span: Span = _span()
+
+
+@dataclass
+class Output:
+    """`output main, aux2 if aux_logits, ...`: a network's outputs, the main one first."""
+
+    items: list[OutputItem]
+    span: Span = _span()
+
+
+Stmt = Input | Assign | Chain | For | Output
 
 
 # Top-level items -----------------------------------------------------------

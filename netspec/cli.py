@@ -73,9 +73,14 @@ def _print_summary(summary, fmt: str) -> None:
     print(f"Activations: {t.activation_bytes:,} bytes ({_human(t.activation_bytes, 'B')}) "
           "float32 outputs of every layer, batch 1")
     if len(summary.outputs) > 1:
-        extra = ", ".join(summary.outputs[1:])
+        main, parts = summary.outputs[0], []
+        if summary.aux_outputs:
+            parts.append(f"the auxiliary {', '.join(summary.aux_outputs)} (while training)")
+        reconstructions = summary.outputs[1 + len(summary.aux_outputs):]
+        if reconstructions:
+            parts.append(f"the reconstruction {', '.join(reconstructions)} of the input")
         labels = "; forward(x, labels=None) takes the class labels while training" if summary.takes_labels else ""
-        print(f"Outputs:     {summary.outputs[0]}, then the reconstruction {extra} of the input{labels}")
+        print(f"Outputs:     {main}, then {' and '.join(parts)}{labels}")
 
 
 def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str, limit: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -132,6 +133,13 @@ def evaluate(expr: ast.Expr, lookup: Callable[[str], Any], names: Callable[[], l
         return target[index]
     if isinstance(expr, ast.Binary):
         return _binary(expr, lookup, names)
+    if isinstance(expr, ast.Conditional):
+        chosen = expr.then if evaluate(expr.condition, lookup, names) else expr.otherwise
+        return evaluate(chosen, lookup, names)
+    if isinstance(expr, ast.Slice):
+        return _slice(expr, lookup, names)
+    if isinstance(expr, ast.Function):
+        return _call(expr, lookup, names)
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -177,3 +185,144 @@ def _sized(value: list, expr) -> list:
     if problem:
         raise _error("NS213", problem, expr)
     return value
+
+
+def _slice(expr: ast.Slice, lookup, names) -> list:
+    target = evaluate(expr.target, lookup, names)
+    if not isinstance(target, list):
+        raise _error("NS212", f"cannot slice {show(target)}: it is not a list", expr)
+    bounds = []
+    for bound in (expr.start, expr.stop):
+        value = None if bound is None else evaluate(bound, lookup, names)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise _error("NS212", f"a slice bound must be an integer, got {show(value)}", bound)
+        bounds.append(value)
+    return target[bounds[0]:bounds[1]]
+
+
+def _integer(name: str, value: Any, node) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _error("NS212", f"{name} needs an integer, got {show(value)}", node)
+    return value
+
+
+def _number(name: str, value: Any, node) -> int | float:
+    if not _is_number(value):
+        raise _error("NS212", f"{name} needs a number, got {show(value)}", node)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _error("NS212", f"{name} needs a finite number, got {show(value)}", node)
+    return value
+
+
+def _numbers(name: str, values: list, node) -> list:
+    """The arguments of min/max/sum: several numbers, or one list of them."""
+    if len(values) == 1 and isinstance(values[0], list):
+        values = values[0]
+    if not values:
+        raise _error("NS212", f"{name} of nothing", node)
+    return [_number(name, v, node) for v in values]
+
+
+def _range(name: str, args: list, node) -> list:
+    bounds = [_integer(name, a, node) for a in args]
+    if not 1 <= len(bounds) <= 3:
+        raise _error("NS211", f"range takes 1 to 3 integers, got {len(bounds)}", node)
+    if len(bounds) == 3 and bounds[2] == 0:
+        raise _error("NS212", "range step must not be zero", node)
+    values = range(*bounds)
+    if len(values) > MAX_LIST_ITEMS:
+        raise _error("NS213", f"range of {len(values):,} items (limit {MAX_LIST_ITEMS:,})", node)
+    return list(values)
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """The nearest multiple of `divisor` to `value`, at least `min_value` and never below 90 % of `value`: the
+    channel rounding of MobileNet, MNASNet and EfficientNet (torchvision's `_make_divisible`)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _make_divisible(name: str, args: list, node, min_value=None) -> int:
+    if len(args) != 2:
+        raise _error("NS211", f"make_divisible takes (value, divisor, min_value=none), got {len(args)} positional",
+                     node)
+    value = _number(name, args[0], node)
+    divisor = _integer(name, args[1], node)
+    if divisor <= 0:
+        raise _error("NS212", f"make_divisible's divisor must be positive, got {divisor}", node)
+    if min_value is not None:
+        min_value = _integer(name, min_value, node)
+    return make_divisible(value, divisor, min_value)
+
+
+def _to_int(name: str, value, node) -> int:
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise _error("NS212", f"int({show(value)}): not an integer", node) from None
+    return int(_number(name, value, node))
+
+
+def _length(name: str, value, node) -> int:
+    if not isinstance(value, (list, str)):
+        raise _error("NS212", f"len needs a list or a string, got {show(value)}", node)
+    return len(value)
+
+
+def _round(name: str, value, node, digits=None):
+    value = _number(name, value, node)
+    return round(value) if digits is None else round(value, _integer(name, digits, node))
+
+
+# Built-in functions: name -> (summary, implementation(name, positional, node, **keywords)). Each is linear in
+# its input at worst (range and sum are bounded by MAX_LIST_ITEMS), so no expression can hang the checker.
+FUNCTIONS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "min": ("min(a, b, ...) or min(list)", lambda n, a, e: min(_numbers(n, a, e))),
+    "max": ("max(a, b, ...) or max(list)", lambda n, a, e: max(_numbers(n, a, e))),
+    "sum": ("sum(list)", lambda n, a, e: sum(_numbers(n, a, e))),
+    "abs": ("abs(x)", lambda n, a, e: abs(_number(n, *a, e))),
+    "round": ("round(x) to the nearest integer, ties to even, as Python; round(x, digits)",
+              lambda n, a, e: _round(n, *a, e)),
+    "floor": ("floor(x): the largest integer <= x", lambda n, a, e: math.floor(_number(n, *a, e))),
+    "ceil": ("ceil(x): the smallest integer >= x", lambda n, a, e: math.ceil(_number(n, *a, e))),
+    "int": ("int(x): toward zero, as Python", lambda n, a, e: _to_int(n, *a, e)),
+    "float": ("float(x)", lambda n, a, e: float(_number(n, *a, e))),
+    "len": ("len(list)", lambda n, a, e: _length(n, *a, e)),
+    "range": ("range(stop), range(start, stop[, step]): a list of integers", _range),
+    "make_divisible": ("make_divisible(value, divisor, min_value=none): torchvision's channel rounding",
+                       _make_divisible),
+}
+_ARITY = {"abs": 1, "floor": 1, "ceil": 1, "int": 1, "float": 1, "len": 1, "round": (1, 2)}
+_KEYWORDS = {"make_divisible": {"min_value"}}
+
+
+def _call(expr: ast.Function, lookup, names) -> Any:
+    if expr.name not in FUNCTIONS:
+        raise _error("NS205", f"unknown function '{expr.name}'", _named(expr),
+                     did_you_mean(expr.name, list(FUNCTIONS)) or f"functions: {', '.join(sorted(FUNCTIONS))}")
+    positional, keywords = [], {}
+    for arg in expr.args:
+        value = evaluate(arg.value, lookup, names)
+        if arg.name is None:
+            positional.append(value)
+        elif arg.name not in _KEYWORDS.get(expr.name, ()):
+            raise _error("NS202", f"{expr.name} has no argument '{arg.name}'", arg, FUNCTIONS[expr.name][0])
+        else:
+            keywords[arg.name] = value
+    arity = _ARITY.get(expr.name)
+    if arity is not None:
+        low, high = arity if isinstance(arity, tuple) else (arity, arity)
+        if not low <= len(positional) <= high:
+            raise _error("NS211", f"{expr.name} takes {low if low == high else f'{low} or {high}'} argument"
+                                  f"{'s' if high > 1 else ''}, got {len(positional)}", expr, FUNCTIONS[expr.name][0])
+    result = FUNCTIONS[expr.name][1](expr.name, positional, expr, **keywords)
+    if _is_number(result) and abs(result) > MAX_MAGNITUDE:
+        raise _error("NS213", f"{result:.3g} is larger than any plausible size (limit 1e18)", expr)
+    return result
+
+
+def _named(expr: ast.Function):
+    """The function's name, for errors about the name itself."""
+    return ast.Name(expr.name, expr.name_span or expr.span)

@@ -60,6 +60,8 @@ class Graph(BaseModel):
     input: str
     input_shape: tuple[int, ...]
     output: str
+    aux_outputs: list[str] = []  # further outputs (auxiliary classifiers), returned while training
+    output_names: list[str] = []  # the outputs as the spec's `output` statement names them, main first
     nodes: list[Node]
     scopes: dict[str, Scope] = {}
     checks: list[ShapeCheck] = []
@@ -67,9 +69,12 @@ class Graph(BaseModel):
     diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)
 
     def outputs(self) -> list[str]:
-        """What the compiled module returns: the output, then each reconstruction of the input (a tuple if
-        there are any)."""
-        return [self.output] + [n.name for n in self.nodes if OPS[n.op].reconstructs_input and n.name != self.output]
+        """Every output: the main one, the auxiliary ones, then each reconstruction of the input."""
+        return ([self.output] + self.aux_outputs
+                + [n.name for n in self.nodes if OPS[n.op].reconstructs_input and n.name != self.output])
+
+    def reconstructions(self) -> list[str]:
+        return [n.name for n in self.nodes if OPS[n.op].reconstructs_input and n.name != self.output]
 
     def takes_labels(self) -> bool:
         """Whether a layer reads the class labels while training (the compiled forward's `labels=None`)."""
@@ -95,4 +100,5 @@ def validate(graph: Graph) -> None:
         assert arity is None or len(node.inputs) == arity, f"{node.name}: {len(node.inputs)} inputs"
         seen.add(node.name)
     assert graph.output in seen, "output is not a node"
+    assert all(name in seen for name in graph.aux_outputs), "an auxiliary output is not a node"
     assert graph.nodes and graph.nodes[0].name == graph.input, "the first node is the input"

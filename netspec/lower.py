@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,9 @@ MODULE_ATTRIBUTES = frozenset({
     "state_dict", "to", "to_empty", "train", "type", "xpu", "zero_grad"})
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
 def _reserved(name: str) -> str | None:
     """Why `name` cannot name a layer, if it cannot."""
     if keyword.iskeyword(name):
@@ -240,7 +245,9 @@ class Frame:
 
     def child_name(self, label: str | None) -> str:
         local = label if label is not None else str(self.counter[0])
-        self.counter[0] += 1
+        # A numeric label sets the numbering, as torchvision's Sequentials with gaps need: `"2": ...` is
+        # followed by 3, 4, ...
+        self.counter[0] = int(label) + 1 if label is not None and label.isdecimal() else self.counter[0] + 1
         return f"{self.prefix}.{local}" if self.prefix else local
 
     def evaluate(self, expr: ast.Expr, allow_symbol: bool = False) -> Any:
@@ -282,6 +289,8 @@ class Lowering:
         self.input_name: str | None = None
         self.input_shape: tuple[int, ...] | None = None
         self.validated: dict[tuple, Any] = {}
+        self.declared_outputs: list[str] | None = None  # from the network's `output` statement
+        self.output_names: list[str] = []  # the same, as the statement names them
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
         self._report([Diagnostic(code, message, span, hint, tuple(notes))])
@@ -310,12 +319,19 @@ class Lowering:
         if self.input_name is None and not self.errors:
             self.error("NS210", f"network '{name}' declares no input", item.span,
                        "start its body with an input shape, e.g. `input x: [3, 224, 224]`")
+        aux_outputs: list[str] = []
+        output_names = self.output_names
+        if self.declared_outputs:
+            output, *aux_outputs = self.declared_outputs
         if self.errors:  # keep what was built, so the shape pass can still report independent mistakes
             output = self.nodes[-1].name if self.nodes else ""
+            aux_outputs, output_names = [], []
         recipe, mistakes = recipe_from_section(defs.trains.get(name), defs.lets)
         self.errors.extend(mistakes)
         return Graph(name=name, file=defs.file, arguments=frame.params, input=self.input_name or "",
-                     input_shape=self.input_shape or (), output=output, nodes=self.nodes, scopes=self.scopes,
+                     input_shape=self.input_shape or (), output=output, aux_outputs=aux_outputs,
+                     output_names=output_names, nodes=self.nodes,
+                     scopes=self.scopes,
                      checks=self.checks, recipe=recipe, diagnostics=self.errors)
 
     def _bind_network_params(self, item, overrides: dict[str, Any], frame: Frame) -> None:
@@ -336,7 +352,8 @@ class Lowering:
 
     # bodies and statements --------------------------------------------------
 
-    def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None) -> Any:
+    def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None,
+                  loop: bool = False) -> Any:
         for position, stmt in enumerate(body):
             if isinstance(stmt, ast.Input):
                 if position != 0 or owner is None:
@@ -346,11 +363,62 @@ class Lowering:
             elif isinstance(stmt, ast.Assign):
                 current = self._run_chain(stmt.chain, frame, current)
                 self._bind(frame, stmt.target, current, stmt.span)
+            elif isinstance(stmt, ast.For):
+                current = self._run_for(stmt, frame, current)
+            elif isinstance(stmt, ast.Output):
+                self._declare_outputs(stmt, frame, owner, position == len(body) - 1)
             else:
                 current = self._run_chain(stmt, frame, current)
-        if current is _NO_INPUT:
+        if current is _NO_INPUT and not loop:
             return _POISON
         return current
+
+    def _run_for(self, stmt: ast.For, frame: Frame, current):
+        values = self._eval(frame, stmt.values)
+        if values is _POISON:
+            return _POISON
+        if not isinstance(values, list):
+            self.error("NS203", f"a for loop runs over a list, got {show(values)}", stmt.values.span,
+                       "loop over range(n) or a list such as [64, 128]")
+            return _POISON
+        for value in values:
+            self.instances += 1  # an empty body still costs a pass: bound it with the layers
+            if self.instances > self.limits.instances:
+                self.error("NS213", f"the network instantiates more than {self.limits.instances:,} layers, blocks "
+                                    "and groups", stmt.span)
+                raise NetspecError(self.errors)
+            # One frame per pass: the loop variable and the names bound inside are the pass's own, while the
+            # layers it makes are numbered and scoped as if written out in the enclosing body.
+            iteration = Frame(frame.defs, frame.prefix, frame.counter, {stmt.name: value}, frame.scope, frame.stack,
+                              parent=frame)
+            current = self._run_body(stmt.body, iteration, current, None, loop=True)
+        return current
+
+    def _declare_outputs(self, stmt: ast.Output, frame: Frame, owner, last: bool) -> None:
+        if owner is None or not owner.is_network or frame.stack[1:]:
+            self.error("NS203", "`output` declares a network's outputs: it belongs in a network's body", stmt.span,
+                       "a block returns its last value; list the network's outputs in the network itself")
+            return
+        if not last or self.declared_outputs is not None:
+            self.error("NS203", "`output` must be the last statement of the network", stmt.span)
+            return
+        names: list[str] = []
+        for item in stmt.items:
+            if item.condition is not None:
+                keep = self._eval(frame, item.condition)
+                if keep is _POISON:
+                    return
+                if not keep:
+                    continue
+            value = self._reference(frame, item.name, item.span)
+            if value is _POISON:
+                return
+            if value in names:
+                self.error("NS206", f"'{item.name}' is listed as an output twice", item.span)
+                return
+            names.append(value)
+            self.output_names.append(item.name)
+        self.declared_outputs = names
 
     def _declare_input(self, stmt: ast.Input, frame: Frame, current, owner: ast.Block):
         shape = None
@@ -405,6 +473,15 @@ class Lowering:
     def _run_step(self, step: ast.Step, frame: Frame, current, root_alias: bool = False) -> Any:
         if step.condition is not None and not self._eval(frame, step.condition):
             return current
+        if isinstance(step.label, ast.Template):
+            label = self._fill_label(step.label, frame)
+            if label is None:
+                return _POISON
+            step = dataclasses.replace(step, label=label)
+        if step.label is not None and not _LABEL.fullmatch(step.label):
+            self.error("NS203", f"'{step.label}' cannot name a layer: a label is letters, digits, '_' and '-'",
+                       step.label_span, "e.g. \"block1-0\" or \"denselayer{i + 1}\"")
+            return _POISON
         if step.label is not None and _reserved(step.label):
             self.error("NS203", f"'{step.label}' cannot name a layer: {_reserved(step.label)}", step.label_span,
                        f"choose another label, e.g. '{step.label}_'")
@@ -436,6 +513,22 @@ class Lowering:
         if step.label is not None:
             self._bind(frame, step.label, current, step.label_span or step.span)
         return current
+
+    def _fill_label(self, template: ast.Template, frame: Frame) -> str | None:
+        text = []
+        for part in template.parts:
+            if isinstance(part, str):
+                text.append(part)
+                continue
+            value = self._eval(frame, part)
+            if value is _POISON:
+                return None
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
+                self.error("NS203", f"a label's {{expression}} must give an integer or a string, got {show(value)}",
+                           part.span)
+                return None
+            text.append(str(value))
+        return "".join(text)
 
     def _run_core(self, core, label: str | None, frame: Frame, current, step: ast.Step, root_alias=False):
         self.instances += 1

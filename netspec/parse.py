@@ -50,11 +50,14 @@ def _cache_file(grammar: str) -> str | bool:
     return str(base / f"grammar-{digest}-lark{lark.__version__}.pickle")
 
 
+_STARTS = ["module", "expr"]  # a file; the {expression} parts of a computed label
+
+
 @lru_cache(maxsize=1)
 def parser() -> Lark:
     grammar = GRAMMAR.read_text()
-    return Lark(grammar, start="module", parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                cache=_cache_file(grammar))
+    return Lark(grammar, start=_STARTS, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                cache=_cache_file(grammar + "\n// start: " + " ".join(_STARTS)))
 
 
 def _span(file: str, meta) -> Span:
@@ -71,7 +74,7 @@ def _number(text: str) -> str:
     return text.replace("_", "")
 
 
-_ONE_LEVEL = {"neg", "not_", "index", "list", "group", "call"}
+_ONE_LEVEL = {"neg", "not_", "index", "slice", "list", "group", "call", "function", "ternary", "for_stmt"}
 
 
 def _nesting(rule: str, children: list) -> int:
@@ -182,6 +185,31 @@ class _ToAst:
     def label(self, meta, c):
         return (str(c[0]), _token_span(self.file, c[0]))
 
+    # Keywords that are also module names: the network's `output:`, torchvision's ConvNeXt and EfficientNet `block:`
+    def output_label(self, meta, c):
+        return ("output", self.s(meta))
+
+    def block_label(self, meta, c):
+        return ("block", self.s(meta))
+
+    def template_label(self, meta, c):
+        token = c[0]
+        span = _token_span(self.file, token)
+        parts = _template_parts(str(token), token.line, token.column, self.file, self.max_depth)
+        if all(isinstance(p, str) for p in parts):
+            return ("".join(parts), span)
+        return (ast.Template(parts, span), span)
+
+    def for_stmt(self, meta, c):
+        name, values, body = c
+        return ast.For(str(name), values, body, self.s(meta), _token_span(self.file, name))
+
+    def output_stmt(self, meta, c):
+        return ast.Output(list(c), self.s(meta))
+
+    def output_item(self, meta, c):
+        return ast.OutputItem(str(c[0]), c[1], self.s(meta))
+
     def repeat(self, meta, c):
         return c[0]
 
@@ -245,6 +273,18 @@ class _ToAst:
     def index(self, meta, c):
         return ast.Index(c[0], c[1], self.s(meta))
 
+    def slice(self, meta, c):
+        return ast.Slice(c[0], c[1], c[2], self.s(meta))
+
+    def ternary(self, meta, c):
+        then, condition, otherwise = c
+        return ast.Conditional(condition, then, otherwise, self.s(meta))
+
+    def function(self, meta, c):
+        name, args = c
+        return ast.Function(str(name), self.arguments(meta, args or []), self.s(meta),
+                            _token_span(self.file, name))
+
     def int_(self, meta, c):
         digits = _number(c[0])
         if len(digits) > 19:  # beyond any plausible size, and int() refuses very long digit strings
@@ -272,6 +312,54 @@ class _ToAst:
 
     def list(self, meta, c):
         return ast.ListExpr([x for x in c if x is not None], self.s(meta))
+
+
+def _shifted(node, line: int, column: int):
+    """An expression parsed on its own, moved to where it sits in the file (line 1 col 1 -> line, column)."""
+    if isinstance(node, list):
+        return [_shifted(n, line, column) for n in node]
+    if not hasattr(node, "__dataclass_fields__"):
+        return node
+    for name in node.__dataclass_fields__:
+        value = getattr(node, name)
+        if isinstance(value, Span):
+            setattr(node, name, Span(value.file, line, column + value.col - 1, line, column + value.end_col - 1))
+        else:
+            _shifted(value, line, column)
+    return node
+
+
+def _template_parts(token: str, line: int, column: int, file: str, max_depth: int) -> list:
+    """A label string's literal text and {expression} parts; `column` is the opening quote's."""
+    parts: list = []
+    text, position = token[1:-1], 0
+    while position < len(text):
+        start = text.find("{", position)
+        if start < 0:
+            parts.append(text[position:])
+            break
+        if start > position:
+            parts.append(text[position:start])
+        end = text.find("}", start)
+        where = Span(file, line, column + 1 + start, line, column + 2 + start)
+        if end < 0:
+            raise NetspecError(Diagnostic("NS100", "a label's '{' is not closed", where,
+                                          'close it: "name{i}"'))
+        source = text[start + 1:end]
+        if not source.strip():
+            raise NetspecError(Diagnostic("NS100", "empty {} in a label", where,
+                                          'put an expression inside, e.g. "layer{i + 1}"'))
+        try:
+            tree = parser().parse(source, start="expr")
+        except UnexpectedInput as err:
+            diagnostic = _syntax_error(err, file, source)
+            shifted = Span(file, line, column + 1 + start + diagnostic.span.col,
+                           line, column + 1 + start + diagnostic.span.end_col)
+            raise NetspecError(Diagnostic("NS100", diagnostic.message + " (in a label's {expression})", shifted,
+                                          diagnostic.hint)) from None
+        parts.append(_shifted(_ToAst(file, max_depth).transform(tree), line, column + 2 + start))
+        position = end + 1
+    return parts
 
 
 def _describe_expected(expected: set[str]) -> str:
@@ -356,7 +444,7 @@ def parse(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting) -
     """
     text = text.lstrip("\ufeff")
     try:
-        tree = parser().parse(text)
+        tree = parser().parse(text, start="module")
     except UnexpectedInput as err:
         raise NetspecError(_syntax_error(err, file, text)) from None
     return _ToAst(file, max_depth).transform(tree)

@@ -35,6 +35,8 @@ class Recipe(BaseModel):
     # Added to the loss for each reconstruction() output: weight x the per-sample sum of squared errors
     # against the network's input (Sabour et al.: 0.0005, so the decoder does not dominate the margin loss).
     reconstruction_weight: Annotated[float, Field(ge=0)] = 0.0005
+    # Each auxiliary output's loss (a network's `output main, aux...`) is added times this: GoogLeNet's 0.3.
+    aux_weight: Annotated[float, Field(ge=0)] = 0.3
     pad: Annotated[int, Field(ge=0, le=1024)] = 0  # zero padding around each image, e.g. 2 for 28 -> 32
     normalize: bool = True  # subtract the training set's mean, divide by its standard deviation
     augment: Literal["none", "flip", "crop", "flip+crop"] = "none"

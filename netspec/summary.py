@@ -44,7 +44,8 @@ class Summary(BaseModel):
     arguments: dict[str, Any]
     rows: list[Row]
     totals: Totals
-    outputs: list[str]  # what the compiled module returns: the output, then any reconstruction()s
+    outputs: list[str]  # every output: the main one, the auxiliary ones, then any reconstruction()s
+    aux_outputs: list[str] = []  # returned while training only (and in an ONNX export)
     takes_labels: bool  # whether its forward also takes `labels` (for training)
 
 
@@ -83,4 +84,5 @@ def summarize(graph: Graph, depth: int | None = None) -> Summary:
     # A block or layer passed as an argument is reported by its name.
     arguments = {k: (v.name if isinstance(v, Symbol) else v) for k, v in graph.arguments.items()}
     return Summary(network=graph.name, file=graph.file, arguments=arguments, rows=list(rows.values()),
-                   totals=totals, outputs=graph.outputs(), takes_labels=graph.takes_labels())
+                   totals=totals, outputs=graph.outputs(), aux_outputs=graph.aux_outputs,
+                   takes_labels=graph.takes_labels())

@@ -337,6 +337,7 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
         return yb if takes_labels else None
 
     bar = _progress(progress and sys.stderr.isatty())
+    aux_outputs = len(graph.aux_outputs)
     for epoch in range(start_epoch, recipe.epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), device=dev, generator=generator)
@@ -362,9 +363,13 @@ def run(graph: Graph, recipe: Recipe, out: Path, data_dir: str | None = None, de
                     log(f"torch.compile failed at the first step ({type(err).__name__}); training eager")
                     step_model = model
                     scores, reconstructions = forward(model, xb, labels(yb))
+                # While training, auxiliary classifiers' scores come right after the main ones.
+                aux_scores, reconstructions = reconstructions[:aux_outputs], reconstructions[aux_outputs:]
                 logits = logits_of(graph, scores)
                 loss = criterion(recipe, logits.float(), yb) + reconstruction_loss(
                     recipe, reconstructions, preprocess.pixels(xb) if reconstructions else xb)
+                for aux in aux_scores:
+                    loss = loss + recipe.aux_weight * criterion(recipe, aux.float(), yb)
             # On the CPU a check costs nothing; on a GPU it would stall every step, so it waits for the epoch end.
             if dev.type == "cpu" and not torch.isfinite(loss):
                 _diverged(bar, loss, epoch, step, last, recipe)

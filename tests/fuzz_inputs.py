@@ -129,6 +129,8 @@ class _Net:
     lines: list[str] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
     names: int = 0
+    growth: int = 0  # upsampling steps so far: capped, so the maps stay small enough to run
+
 
     def fresh(self) -> str:
         self.names += 1
@@ -161,6 +163,62 @@ def _pool(draw, net: _Net) -> str:
     return f"{kind}({kernel}, stride={stride}, padding={padding}, ceil_mode={str(ceil).lower()})"
 
 
+def _resample(draw, net: _Net) -> list[str]:
+    """A resampling or shape op (netspec/ops/resample.py, shape.py), sometimes with a mistake made on purpose."""
+    kinds = ["chunk", "channel_shuffle", "reduce", "reshape", "center_crop"]
+    if net.growth < 2:
+        kinds += ["conv_transpose", "upsample", "pixel_shuffle"]
+    kind = draw(st.sampled_from(kinds))
+    known = net.channels
+    if kind == "conv_transpose":
+        net.growth += 1
+        out = draw(st.sampled_from([1, 2, 4, 8]))
+        stride, dilation = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        largest = max(stride, dilation) - 1  # one more is refused: NS203
+        output_padding = draw(st.sampled_from([0, 0, largest, largest + 1]))
+        extra = ""
+        if known is not None and known % 2 == 0 and out % 2 == 0 and draw(st.booleans()):
+            extra = ", groups=2"
+        net.channels = out
+        return [f"conv_transpose({out}, kernel={draw(st.integers(1, 4))}, stride={stride}, "
+                f"padding={draw(st.integers(0, 2))}, output_padding={output_padding}, dilation={dilation}{extra})"]
+    if kind == "upsample":
+        net.growth += 1
+        size = draw(st.sampled_from(["2", "[1, 2]", "size=[5, 3]", "size=4"]))
+        mode = draw(st.sampled_from(["", ', mode="bilinear"', ', mode="bilinear", align_corners=true']))
+        return [f"upsample({size}{mode})"]
+    if kind == "pixel_shuffle":
+        net.growth += 1
+        factor = draw(st.integers(1, 2))
+        channels = draw(st.integers(1, 3)) * factor * factor + draw(st.sampled_from([0, 0, 0, 1]))  # 1: NS203
+        net.channels = channels // (factor * factor)
+        return [f"conv({channels}, kernel=1) -> pixel_shuffle({factor})"]
+    if kind == "center_crop":  # U-Net's crop and concat; cropping the smaller map instead is NS302
+        big, small = net.fresh(), net.fresh()
+        pool = draw(st.sampled_from(["maxpool(2, ceil_mode=true)", "conv(2, kernel=3)", "relu()"]))
+        first, second = (big, small) if draw(st.integers(0, 4)) else (small, big)
+        net.channels = None
+        return [f"{big} = relu()", f"{small} = {pool}", f"{first} -> center_crop({second}) -> concat({second})"]
+    if kind == "reshape":  # a pooled map to a vector and back, its count sometimes off (NS301)
+        prefix = ""
+        if known is None:  # one channel is a count the generator knows
+            prefix, known = 'reduce_max(over="channels") -> ', 1
+        off = draw(st.sampled_from([0, 0, 0, 1]))
+        net.channels = known
+        return [f"{prefix}global_avgpool() -> reshape([{known}]) -> reshape([{known + off}, 1, 1])"]
+    if kind == "reduce":
+        op = draw(st.sampled_from(["reduce_mean", "reduce_max", "reduce_sum"]))
+        over = draw(st.sampled_from(["channels", "positions"]))
+        if over == "channels":
+            net.channels = 1
+        return [f'{op}(over="{over}")']
+    parts = draw(st.integers(1, 3))  # chunk or channel_shuffle; channels that do not divide are NS203
+    if kind == "channel_shuffle":
+        return [f"channel_shuffle({parts})"]
+    net.channels = known // parts if known is not None and known % parts == 0 else None
+    return [f"chunk({parts}, {draw(st.integers(0, parts - 1))})"]
+
+
 _POINTWISE = ["relu()", "tanh()", "sigmoid()", "lecun_tanh()", "gelu()", "leaky_relu(0.2)", "batchnorm()",
               "dropout(0.25)", "scale(0.5)", "scale(learnable=true)", "lrn(3)"]
 
@@ -172,9 +230,11 @@ def random_network(draw) -> str:
     in_channels = net.channels
     for _ in range(draw(st.integers(1, 10))):
         kind = draw(st.sampled_from(["conv", "conv", "pool", "pointwise", "residual", "concat", "block",
-                                     "group", "adaptive"]))
+                                     "group", "adaptive", "resample"]))
         if kind == "conv":
             net.lines.append(_conv(draw, net))
+        elif kind == "resample":
+            net.lines += _resample(draw, net)
         elif kind == "pool":
             net.lines.append(_pool(draw, net))
         elif kind == "pointwise":

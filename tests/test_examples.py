@@ -31,6 +31,9 @@ BY_HAND = {
     "examples/04-imports/network.net:Wide": conv(3, 64, 3) + conv(64, 128, 3) + 128 * 10 + 10,
     "examples/04-imports/network.net:Narrow": (conv(3, 8, 1) + conv(8, 32, 3) + conv(32, 16, 1) + conv(16, 64, 3)
                                                + 64 * 10 + 10),
+    # Worked out block by block (and the blocks checked against torch) in tests/test_ops_activations.py.
+    "examples/attention/se.net": 85_690,
+    "examples/attention/cbam.net": 330_690,
 }
 
 

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 from torch.fx.passes.shape_prop import ShapeProp  # noqa: E402
 
 import netspec  # noqa: E402
+from conftest import ROOT  # noqa: E402
 from netspec.backends.torch import StateDictMismatch, load_foreign_state_dict, to_module, to_python  # noqa: E402
 from netspec.cli import main  # noqa: E402
 
@@ -98,32 +99,25 @@ def test_seeds_make_weights_reproducible(in_repo):
     assert not torch.equal(a["0.weight"], c["0.weight"])
 
 
-def test_every_op_builds_and_runs(tmp_path):
-    spec = tmp_path / "all.net"
-    spec.write_text("""
-        network Every {
-          input x: [4, 12, 12]
-          a = x -> conv(8, kernel=3, padding=1, init="kaiming") -> batchnorm(zero_init=true) -> relu()
-          b = x -> conv(8, kernel=3, padding="same", table=[[1,0,0,0,1,1,1,1],[1,1,0,0,0,1,1,1],[0,1,1,0,0,0,1,1],
-                                                           [0,0,1,1,1,0,0,1]]) -> lecun_tanh()
-          c = x -> conv(8, kernel=3, padding=2, dilation=2, groups=4, init="xavier") -> leaky_relu(0.1)
-          a -> add(b, c) -> add(x, project=true) -> scale(0.5) -> scale(learnable=true)
-          m = concat(x) -> maxpool(3, stride=2, padding=1, ceil_mode=true) -> lrn(3) -> gelu(approximate=true)
-          m -> avgpool(2, ceil_mode=true) -> subsample(2) -> sigmoid() -> tanh()
-          global_maxpool()
-          digits = x -> conv(8, kernel=3) -> capsules(4) -> squash() -> capsule(3, 4, iterations=2)
-          digits -> capsule_mask() -> flatten() -> linear(576, init="zeros") -> reconstruction()
-          caps = digits -> capsule_length()
-          x -> flatten() -> linear(3, init="zeros") -> ensemble(caps, merge="logit_mean", weights=[1.0, 3.0])
-          m -> adaptive_maxpool([2, 3]) -> adaptive_avgpool(1) -> global_avgpool() -> flatten()
-          linear(16, init="zeros") -> batchnorm() -> dropout(0.1) -> rbf(5) -> softmax()
-        }""")
+OP_SPECS = sorted((ROOT / "tests" / "ops").glob("*.net"))
+
+
+@pytest.mark.parametrize("spec", OP_SPECS, ids=lambda p: p.stem)
+def test_op_specs_build_and_run_with_the_checked_counts_and_shapes(spec):
     graph = netspec.load(spec)
-    ops_used = {n.op for n in graph.nodes}
-    assert ops_used == set(netspec.ops.OPS)
     module = to_module(graph, seed=0)
     assert sum(p.numel() for p in module.parameters()) == sum(n.params for n in graph.nodes)
     assert node_shapes(module.eval(), graph) == {n.name: n.shape for n in graph.nodes}
+
+
+def test_every_op_is_built_and_run_by_an_op_spec():
+    used = {n.op for spec in OP_SPECS for n in netspec.load(spec).nodes}
+    assert used == set(netspec.ops.OPS)
+
+
+def test_classic_op_options_take_effect():
+    graph = netspec.load(ROOT / "tests" / "ops" / "classic.net")
+    module = to_module(graph, seed=0)
     first = {op: next(n.name for n in graph.nodes if n.op == op) for op in ("linear", "batchnorm", "conv")}
     assert torch.count_nonzero(module.get_submodule(first["linear"]).weight) == 0  # init="zeros"
     assert torch.count_nonzero(module.get_submodule(first["batchnorm"]).weight) == 0  # zero_init=true

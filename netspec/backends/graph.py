@@ -23,7 +23,7 @@ class Box:
     shape: tuple[int, ...]
     params: int
     trainable: int
-    kind: str  # "input", "layer", "merge" or "block"
+    kind: str  # "input", "layer", "merge", "block" or "output"
 
 
 @dataclass
@@ -135,11 +135,20 @@ def layout(graph: Graph, expand: set[str] | str = frozenset()) -> Diagram:
             if key not in edges or (edges[key].skip and not skip):
                 edges[key] = Edge(key[0], key[1], nodes[source].shape, skip)
 
+    if graph.aux_outputs:  # several outputs: each drawn as an end point, the main one first
+        for position, name in enumerate([graph.output] + graph.aux_outputs):
+            title = "main output" if position == 0 else "auxiliary output (training)"
+            end = Box(f"n{len(boxes)}", f"{name} ->", title, nodes[name].shape, 0, 0, "output")
+            boxes[end.name] = end
+            edges[(boxes[unit_of[name]].id, end.id)] = Edge(boxes[unit_of[name]].id, end.id, nodes[name].shape,
+                                                            False)
+            unit_of[end.name] = end.name
+
     root: list[Box | Cluster] = []
     clusters: dict[str, Cluster] = {}
     for unit, box in boxes.items():
         container = root
-        for scope in nodes_scope(unit, graph, nodes):
+        for scope in () if box.kind == "output" else nodes_scope(unit, graph, nodes):
             cluster = clusters.get(scope)
             if cluster is None:
                 cluster = clusters[scope] = Cluster(scope, graph.scopes[scope].kind)
@@ -161,6 +170,8 @@ def nodes_scope(unit: str, graph: Graph, nodes: dict[str, Node]) -> tuple[str, .
 def _label(box: Box, cluster: str) -> list[str]:
     name = box.name[len(cluster) + 1:] if cluster else box.name  # inside a cluster its path is the title
     lines = [name if box.kind != "input" else f"{name}: input"]
+    if box.kind == "output":
+        return [box.title, box.name.removesuffix(" ->")]
     if box.kind != "input":
         lines.append(box.title)
     if box.params:
@@ -179,6 +190,7 @@ _DOT_STYLE = {
     "layer": 'shape=box, style="rounded,filled", fillcolor="#f5f7fb"',
     "merge": 'shape=box, style="rounded,filled,bold", fillcolor="#fff2cc"',
     "block": 'shape=box3d, style=filled, fillcolor="#dde7f7"',
+    "output": 'shape=oval, style=filled, fillcolor="#fbe5d6"',
 }
 
 
@@ -235,7 +247,7 @@ def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;")
 
 
-_MERMAID_SHAPE = {"input": ("([", "])"), "layer": ("[", "]"), "merge": ("{{", "}}"), "block": ("[[", "]]")}
+_MERMAID_SHAPE = {"input": ("([", "])"), "layer": ("[", "]"), "merge": ("{{", "}}"), "block": ("[[", "]]"), "output": ("([", "])")}
 
 
 def to_mermaid(diagram: Diagram) -> str:

@@ -77,7 +77,8 @@ def densify_sparse_convs(model: nn.Module) -> None:
 
 def io_names(graph: Graph) -> tuple[str, list[str]]:
     """The spec's input name and its outputs' names, where ONNX accepts them (a layer named by position, "3",
-    is not; `decoder.8` is not): then "output" for the scores and "reconstruction" for a reconstruction."""
+    is not; `decoder.8` is not): then "output" for the scores, "aux" for an auxiliary output and
+    "reconstruction" for a reconstruction."""
     taken: set[str] = set()
 
     def usable(name: str, fallback: str) -> str:
@@ -88,8 +89,10 @@ def io_names(graph: Graph) -> tuple[str, list[str]]:
         return chosen
 
     input_name = usable(graph.input, "input")
-    first, *rest = graph.outputs()
-    return input_name, [usable(first, "output")] + [usable(name, "reconstruction") for name in rest]
+    # Declared outputs are named as the `output` statement names them (`head1`, not its last layer `head1.2`).
+    main, *aux = graph.output_names or [graph.output] + graph.aux_outputs
+    return input_name, ([usable(main, "output")] + [usable(name, "aux") for name in aux]
+                        + [usable(name, "reconstruction") for name in graph.reconstructions()])
 
 
 @contextlib.contextmanager
@@ -245,6 +248,8 @@ def export(graph: Graph, sources, output: str | Path, weights: str | Path | list
         except WeightsError as err:
             raise ExportError(str(err)) from None
     model.eval()
+    if graph.aux_outputs:
+        model.all_outputs = True  # every output in the file, auxiliary classifiers included
     densify_sparse_convs(model)
     example = torch.randn(2 if dynamic else int(batch), *graph.input_shape)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)

@@ -18,9 +18,9 @@ from netspec.backends import torch_layers
 from netspec.errors import first_line
 from netspec.ir import Graph
 from netspec.ops import OPS
-from netspec.ops.base import TorchFunction, TorchLayer
+from netspec.ops.base import TorchFunction, TorchLayer, TorchParameter
 
-FUNCTIONS = {"add": operator.add, "cat": torch.cat, "flatten": torch.flatten}
+FUNCTIONS = {"add": operator.add, "mul": operator.mul, "cat": torch.cat, "flatten": torch.flatten}
 
 
 def layer_class(name: str) -> type[nn.Module]:
@@ -36,7 +36,12 @@ def build_layer(spec: TorchLayer, frozen: bool) -> nn.Module:
     return module
 
 
-def _install(root: nn.Module, qualified: str, module: nn.Module) -> None:
+def build_parameter(spec: TorchParameter, frozen: bool) -> nn.Parameter:
+    return nn.Parameter(torch.full(spec.shape, spec.init), requires_grad=not frozen)
+
+
+def _scope(root: nn.Module, qualified: str) -> tuple[nn.Module, str]:
+    """The module that holds `qualified` (its scopes created on the way) and the name within it."""
     parent = root
     *path, leaf = qualified.split(".")
     for part in path:
@@ -45,10 +50,15 @@ def _install(root: nn.Module, qualified: str, module: nn.Module) -> None:
             child = nn.Module()
             parent.add_module(part, child)
         parent = child
+    return parent, leaf
+
+
+def _install(root: nn.Module, qualified: str, module: nn.Module) -> None:
+    parent, leaf = _scope(root, qualified)
     parent.add_module(leaf, module)
 
 
-def layers(graph: Graph) -> dict[str, TorchLayer | TorchFunction]:
+def layers(graph: Graph) -> dict[str, TorchLayer | TorchFunction | TorchParameter]:
     """Each node's implementation, from the op registry."""
     shapes = {n.name: n.shape for n in graph.nodes}
     return {n.name: OPS[n.op].torch(n.args, [shapes[s] for s in n.inputs], n.shape)
@@ -79,19 +89,34 @@ def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
             fn = FUNCTIONS[impl.fn]
             if impl.fn == "cat":
                 value = fx_graph.call_function(fn, (list(args),), impl.kwargs)
-            elif impl.fn == "add":
+            elif impl.fn in ("add", "mul"):  # one operator per extra operand: `a + b` or `a * b` when generated
                 value = args[0]
                 for other in args[1:]:
                     value = fx_graph.call_function(fn, (value, other))
             else:
                 value = fx_graph.call_function(fn, args, impl.kwargs)
+        elif isinstance(impl, TorchParameter):
+            parent, leaf = _scope(root, node.name)
+            parent.register_parameter(leaf, build_parameter(impl, node.args.frozen))
+            value = fx_graph.call_function(operator.mul, (args[0], fx_graph.get_attr(node.name)))
         else:
             _install(root, node.name, build_layer(impl, node.args.frozen))
             value = fx_graph.call_module(node.name, args)
         value.meta["netspec_name"] = node.name
         values[node.name] = value
-    outputs = graph.outputs()
-    fx_graph.output(values[outputs[0]] if len(outputs) == 1 else tuple(values[o] for o in outputs))
+    if graph.aux_outputs:
+        # torchvision's rule for auxiliary classifiers: every output while training, the main one in eval
+        # (all of them when `all_outputs` is set, as for an ONNX export).
+        root.all_outputs = False
+        flags = (fx_graph.get_attr("training"), fx_graph.get_attr("all_outputs"))
+        main = [values[graph.output]] + [values[o] for o in graph.reconstructions()]
+        aux = [values[o] for o in graph.aux_outputs]
+        selected = fx_graph.create_node("call_function", torch_layers.select_outputs, (*flags, main, aux),
+                                        name="selected_outputs")  # not the function's name: a local would hide it
+        fx_graph.output(selected)
+    else:
+        outputs = graph.outputs()
+        fx_graph.output(values[outputs[0]] if len(outputs) == 1 else tuple(values[o] for o in outputs))
     module = fx.GraphModule(root, fx_graph, class_name=graph.name)
     module.netspec_graph = graph
     return module
@@ -195,7 +220,7 @@ def to_python(graph: Graph) -> str:
     created: set[str] = set()
     for node in graph.nodes:
         impl = implementations.get(node.name)
-        if not isinstance(impl, TorchLayer):
+        if not isinstance(impl, (TorchLayer, TorchParameter)):
             continue
         *path, leaf = node.name.split(".")
         for depth in range(len(path)):
@@ -203,6 +228,10 @@ def to_python(graph: Graph) -> str:
             if scope not in created:
                 init_lines.append(f"{_parent(path[:depth])}.add_module({path[depth]!r}, nn.Module())")
                 created.add(scope)
+        if isinstance(impl, TorchParameter):
+            built = f"nn.Parameter(torch.full({impl.shape!r}, {impl.init!r}), requires_grad={not node.args.frozen})"
+            init_lines.append(f"{_parent(path)}.register_parameter({leaf!r}, {built})")
+            continue
         prefix = "" if impl.cls in torch_layers.__dict__ else "nn."
         kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in impl.kwargs.items())
         built = f"{prefix}{impl.cls}({kwargs})"
@@ -211,8 +240,12 @@ def to_python(graph: Graph) -> str:
         if node.args.frozen:
             built = f"{built}.requires_grad_(False)"
         init_lines.append(f"{_parent(path)}.add_module({leaf!r}, {built})")
+    if graph.aux_outputs:
+        init_lines.append("self.all_outputs = False  # True: the auxiliary outputs in eval too")
     init_code = "\n".join(f"        {line}" for line in init_lines)
-    forward = "\n".join(f"    {line}" if line.strip() else "" for line in module.code.strip().splitlines())
+    # fx names a function of torch_layers by its module path; this file defines it under its own name.
+    code = module.code.replace(f"{torch_layers.__name__.replace('.', '_')}_", "")
+    forward = "\n".join(f"    {line}" if line.strip() else "" for line in code.strip().splitlines())
     return f'''"""{graph.name}: generated by netspec. Only torch is needed to use it."""
 # source: {Path(graph.file).name!r}  (repr: a file name never becomes code)
 

@@ -87,6 +87,14 @@ class EuclideanRBF(nn.Module):
         return ((x * x).sum(1, keepdim=True) - 2 * x @ self.weight.t() + (self.weight * self.weight).sum(1))
 
 
+def select_outputs(training: bool, all_outputs: bool, main: list, aux: list):
+    """(main, *aux, *reconstructions) while training or when all outputs are asked for; else the main output
+    (with any reconstructions), as torchvision's GoogLeNet and Inception-v3 return their auxiliary logits."""
+    if training or all_outputs:
+        return (main[0], *aux, *main[1:])
+    return main[0] if len(main) == 1 else tuple(main)
+
+
 class ProjectedAdd(nn.Module):
     """Sum of its inputs, with 1x1 convolution (+ batch norm) shortcuts for the operands that need one.
 
@@ -130,6 +138,47 @@ class Scale(nn.Module):
 
     def forward(self, x):
         return x * self.weight if self.learnable else x * self.value
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over the channels at each position of a [B, C, H, W] map, as torchvision's ConvNeXt
+    LayerNorm2d: an nn.LayerNorm(C) on channels-last, so its state_dict is the same."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ChannelLinear(nn.Linear):
+    """nn.Linear over the channels at each position of a [B, C, H, W] map (a 1x1 convolution stored as
+    nn.Linear, as ConvNeXt's blocks keep it), applied channels-last."""
+
+    def forward(self, x):
+        return nn.functional.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth (Huang et al. 2016): while training, zero the input with probability p,
+    per sample ("row") or for the whole batch ("batch"), and divide the survivors by 1 - p; identity in eval.
+    The noise is drawn as torchvision draws it, so one seed gives the same masks."""
+
+    def __init__(self, p, mode="row"):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self):
+        return f"p={self.p}, mode={self.mode}"
 
 
 def squash(s, eps=1e-8):
@@ -248,3 +297,63 @@ def init_zero_gamma(module):
     """A batch norm whose scale starts at 0, so its residual branch starts as the identity."""
     nn.init.zeros_(module.weight)
     return module
+
+
+class CenterCrop(nn.Module):
+    """The centred window of a map, sized like a second value (U-Net's crop before concat). The offsets are
+    fixed when the spec is compiled (torchvision's int(round((size - target) / 2))), since both sizes are."""
+
+    def __init__(self, top, left, height, width):
+        super().__init__()
+        self.top, self.left, self.height, self.width = top, left, height, width
+
+    def forward(self, x, like):
+        return x[:, :, self.top:self.top + self.height, self.left:self.left + self.width]
+
+
+class Reshape(nn.Module):
+    """The same numbers in another per-sample shape; the batch dimension is kept."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class Chunk(nn.Module):
+    """The index-th of `chunks` equal channel slices, x.chunk(chunks, dim=1)[index]."""
+
+    def __init__(self, chunks, index):
+        super().__init__()
+        self.chunks, self.index = chunks, index
+
+    def forward(self, x):
+        return x.chunk(self.chunks, dim=1)[self.index]
+
+
+class ChannelShuffle(nn.Module):
+    """torchvision's ShuffleNetV2 channel_shuffle: view as [groups, C/groups], transpose, flatten back.
+    (nn.ChannelShuffle computes the same but does not export to ONNX.)"""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        batch, channels, height, width = x.size()
+        x = x.view(batch, self.groups, channels // self.groups, height, width)
+        x = torch.transpose(x, 1, 2).contiguous()
+        return x.view(batch, channels, height, width)
+
+
+class Reduce(nn.Module):
+    """torch.mean, torch.amax or torch.sum over `dims`, keeping them."""
+
+    def __init__(self, reduction, dims):
+        super().__init__()
+        self.reduction, self.dims = reduction, tuple(dims)
+
+    def forward(self, x):
+        return getattr(torch, self.reduction)(x, dim=self.dims, keepdim=True)

@@ -1,4 +1,4 @@
-"""Element-wise activations and softmax; none has parameters."""
+"""Element-wise activations and softmax; only prelu has parameters (its learnt slopes)."""
 
 from __future__ import annotations
 
@@ -77,3 +77,71 @@ class Softmax(Activation):
 
     def torch(self, args, inputs, output):
         return TorchLayer("Softmax", {"dim": 1})
+
+
+@register
+class Relu6(Activation):
+    name = "relu6"
+    module = "ReLU6"
+    summary = "min(max(x, 0), 6)"
+
+
+@register
+class Silu(Activation):
+    name = "silu"
+    module = "SiLU"
+    summary = "x * sigmoid(x) (swish)"
+
+
+@register
+class Hardswish(Activation):
+    name = "hardswish"
+    module = "Hardswish"
+    summary = "x * relu6(x + 3) / 6, MobileNetV3's cheap swish"
+
+
+@register
+class Hardsigmoid(Activation):
+    name = "hardsigmoid"
+    module = "Hardsigmoid"
+    summary = "relu6(x + 3) / 6, MobileNetV3's cheap sigmoid"
+
+
+@register
+class Mish(Activation):
+    name = "mish"
+    module = "Mish"
+    summary = "x * tanh(softplus(x))"
+
+
+class EluArgs(OpArgs):
+    alpha: float = 1.0
+
+
+@register
+class Elu(Activation):
+    name = "elu"
+    Args = EluArgs
+    positional = ("alpha",)
+    summary = "x if x > 0 else alpha * (exp(x) - 1)"
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("ELU", {"alpha": args.alpha})
+
+
+class PreluArgs(OpArgs):
+    per_channel: bool = False
+    init: float = 0.25
+
+
+@register
+class Prelu(Op):
+    name = "prelu"
+    Args = PreluArgs
+    summary = "x if x > 0 else a * x, the slope a learnt (one, or one per channel with per_channel=true)"
+
+    def params(self, args, inputs, output):
+        return output[0] if args.per_channel else 1
+
+    def torch(self, args, inputs, output):
+        return TorchLayer("PReLU", {"num_parameters": self.params(args, inputs, output), "init": args.init})

@@ -45,10 +45,20 @@ class TorchLayer:
 
 @dataclass(frozen=True)
 class TorchFunction:
-    """A parameter-free op the backend emits as a function call: "add", "cat" or "flatten"."""
+    """A parameter-free op the backend emits as a function call: "add", "mul", "cat" or "flatten"."""
 
     fn: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TorchParameter:
+    """A learnt tensor that multiplies the input (broadcasting), filled with `init` at the start. The backend
+    registers it as a bare parameter named by the layer's label on the enclosing module, where torchvision
+    keeps such scales (ConvNeXt's `features.1.0.layer_scale`), rather than as a submodule's `.weight`."""
+
+    shape: tuple[int, ...]
+    init: float
 
 
 class OpArgs(BaseModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from math import prod
+from typing import Literal
 
 from netspec.ops.base import (Init, Op, OpArgs, PositiveInt, Probability, TorchFunction, TorchLayer, expect_rank,
-                              register)
+                              fail, fmt, register)
 
 
 @register
@@ -24,6 +25,8 @@ class LinearArgs(OpArgs):
     out_features: PositiveInt
     bias: bool = True
     init: Init = "default"
+    # "channels": the same layer at every position of a feature map, [C, H, W] -> [out, H, W] (ConvNeXt)
+    over: Literal["features", "channels"] = "features"
 
 
 @register
@@ -31,17 +34,33 @@ class Linear(Op):
     name = "linear"
     Args = LinearArgs
     positional = ("out_features",)
-    summary = "fully connected layer"
+    summary = 'fully connected layer; over="channels" applies it at every position of a feature map'
 
     def shape(self, args, inputs):
-        expect_rank(self.name, inputs[0], 1)
+        shape = inputs[0]
+        if args.over == "channels":
+            if len(shape) != 3:
+                raise fail("NS305", f'linear(over="channels") expects a feature map [C, H, W], got {fmt(shape)}',
+                           f"over a vector, drop over: linear({args.out_features})")
+            return (args.out_features, *shape[1:])
+        if len(shape) == 3:
+            raise fail("NS305", f"linear expects a vector [F], got {fmt(shape)}",
+                       f"insert flatten() before it, or apply it at every position with "
+                       f'linear({args.out_features}, over="channels")')
+        expect_rank(self.name, shape, 1)
         return (args.out_features,)
 
     def params(self, args, inputs, output):
         return inputs[0][0] * args.out_features + (args.out_features if args.bias else 0)
 
+    def macs(self, args, inputs, output):
+        if args.over == "channels":  # weights x positions, the bias left out as for convolutions
+            return inputs[0][0] * args.out_features * output[1] * output[2]
+        return self.params(args, inputs, output)
+
     def torch(self, args, inputs, output):
-        return TorchLayer("Linear", dict(in_features=inputs[0][0], out_features=args.out_features, bias=args.bias),
+        cls = "ChannelLinear" if args.over == "channels" else "Linear"
+        return TorchLayer(cls, dict(in_features=inputs[0][0], out_features=args.out_features, bias=args.bias),
                           args.init)
 
 
