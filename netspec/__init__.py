@@ -42,7 +42,17 @@ def load(spec: str | Path, sources: Sources | None = None, limits: Limits = DEFA
     for run_pass in PASSES:
         graph = run_pass(graph, limits)
     if graph.diagnostics:
-        raise NetspecError(sorted(graph.diagnostics, key=_position))
+        diagnostics = sorted(graph.diagnostics, key=_position)
+        if overrides:  # a value from the command line is not in the file the caret points into
+            from dataclasses import replace
+
+            from netspec.evaluate import show
+
+            given = ", ".join(f"{key}={show(value)}" for key, value in overrides.items())
+            diagnostics = [replace(d, notes=d.notes + (f"the network's arguments include {given}, given with --set "
+                                                        "(or to netspec.load), not in the spec",))
+                           for d in diagnostics]
+        raise NetspecError(diagnostics)
     return graph
 
 

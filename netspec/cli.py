@@ -11,6 +11,7 @@ from typing import Any
 
 from netspec.errors import Diagnostic, NetspecError, Sources, render_all
 from netspec.evaluate import show
+from netspec.limits import search_path_from_environment
 
 EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -94,8 +95,9 @@ def _report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str, li
 def _limits(options: argparse.Namespace):
     from netspec.limits import Limits
 
-    roots = None if options.allow_any_import else tuple(Path(p) for p in options.import_path)
-    return Limits(params=options.max_params, instances=options.max_layers, import_roots=roots)
+    search = tuple(Path(p) for p in options.import_path) + search_path_from_environment()
+    roots = None if options.allow_any_import else search
+    return Limits(params=options.max_params, instances=options.max_layers, import_roots=roots, import_search=search)
 
 
 def _load(options: argparse.Namespace, fmt: str = "text", sources: Sources | None = None):
@@ -355,7 +357,8 @@ def _spec_arguments(command: argparse.ArgumentParser) -> None:
                         help=f"refuse networks instantiating more layers, blocks and groups "
                              f"(default {DEFAULT.instances:,})")
     limits.add_argument("--import-path", action="append", default=[], metavar="DIR",
-                        help="a folder imports may read besides the spec's own (repeatable)")
+                        help="a folder imports are looked for in after the importing file's own, and may read "
+                             "(repeatable; also the NETSPEC_PATH environment variable, separated by ':')")
     limits.add_argument("--allow-any-import", action="store_true",
                         help="let imports read any file (only for specs you trust)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from netspec import ast
@@ -23,9 +23,13 @@ POISONED = object()  # the value of a `let` whose definition had an error; its u
 
 @dataclass(frozen=True)
 class Symbol:
-    """A bare name that is not bound: a block passed as an argument, or a word such as `auto`."""
+    """A bare name that is not bound: a block passed as an argument, or a word such as `auto`.
+
+    `home` is the file (netspec.lower.Definitions) where a block's name was written, so the block it names is
+    found there, whichever file defines the block that calls it."""
 
     name: str
+    home: Any = field(default=None, compare=False, hash=False, repr=False)
 
 
 def show(value: Any, limit: int = SHOWN_CHARS) -> str:
@@ -135,7 +139,7 @@ def evaluate(expr: ast.Expr, lookup: Callable[[str], Any], names: Callable[[], l
         return _binary(expr, lookup, names)
     if isinstance(expr, ast.Conditional):
         chosen = expr.then if evaluate(expr.condition, lookup, names) else expr.otherwise
-        return evaluate(chosen, lookup, names)
+        return evaluate(chosen, lookup, names, allow_symbol)  # `act=hardswish if hs else relu`
     if isinstance(expr, ast.Slice):
         return _slice(expr, lookup, names)
     if isinstance(expr, ast.Function):
@@ -281,7 +285,7 @@ def _round(name: str, value, node, digits=None):
 FUNCTIONS: dict[str, tuple[str, Callable[..., Any]]] = {
     "min": ("min(a, b, ...) or min(list)", lambda n, a, e: min(_numbers(n, a, e))),
     "max": ("max(a, b, ...) or max(list)", lambda n, a, e: max(_numbers(n, a, e))),
-    "sum": ("sum(list)", lambda n, a, e: sum(_numbers(n, a, e))),
+    "sum": ("sum(list)", lambda n, a, e: sum(_numbers(n, a, e)) if a != [[]] else 0),  # Python's sum([]) is 0
     "abs": ("abs(x)", lambda n, a, e: abs(_number(n, *a, e))),
     "round": ("round(x) to the nearest integer, ties to even, as Python; round(x, digits)",
               lambda n, a, e: _round(n, *a, e)),

@@ -6,6 +6,7 @@ nests deeper than 3) and low enough that reaching it costs well under a second. 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,13 @@ class Limits:
     errors_shown: int = 50  # diagnostics printed; the rest are counted
     # Directories imports may read besides the main spec's own; None: anywhere (--allow-any-import).
     import_roots: tuple[Path, ...] | None = ()
+    # Where an import is looked for after the importing file's own folder, in order (--import-path, NETSPEC_PATH).
+    import_search: tuple[Path, ...] = ()
 
 
 DEFAULT = Limits()
+
+
+def search_path_from_environment() -> tuple[Path, ...]:
+    """NETSPEC_PATH: folders to look for imports in, separated as PATH is (':' here)."""
+    return tuple(Path(p) for p in os.environ.get("NETSPEC_PATH", "").split(os.pathsep) if p)

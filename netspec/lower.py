@@ -88,7 +88,8 @@ def load_program(path: str | Path, sources: Sources | None = None, limits: Limit
     path = Path(path)
     roots = None
     if limits.import_roots is not None:
-        roots = (path.resolve().parent, *(Path(r).resolve() for r in limits.import_roots))
+        allowed = (*limits.import_roots, *limits.import_search)  # a folder to search is a folder to read
+        roots = (path.resolve().parent, *(Path(r).resolve() for r in allowed))
     root = _load_file(path, _Loader(sources, limits, roots), [], None)
     return Program(root, sources, limits)
 
@@ -96,6 +97,22 @@ def load_program(path: str | Path, sources: Sources | None = None, limits: Limit
 def _shown(path: Path) -> str:
     """A path as the user would type it from here."""
     return os.path.relpath(path)
+
+
+def _find_import(folder: Path, item: ast.Import, search: tuple[Path, ...]) -> Path:
+    """The importing file's folder first, then each folder of the search path; NS209 names where it looked."""
+    candidates = [folder / item.path] + [Path(root) / item.path for root in search]
+    for candidate in candidates:
+        try:
+            if candidate.is_file():
+                return candidate
+        except (OSError, ValueError):  # a NUL byte or an over-long name: reported when read
+            return candidate
+    if len(candidates) == 1:
+        return candidates[0]  # read_source reports it as before
+    raise NetspecError(Diagnostic("NS209", f"file not found: {item.path}", item.span,
+                                  "add the folder that holds it with --import-path DIR (or NETSPEC_PATH)",
+                                  (f"looked in: {', '.join(_shown(c.parent) + '/' for c in candidates)}",)))
 
 
 def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None) -> Definitions:
@@ -133,7 +150,8 @@ def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None
             continue
         if isinstance(item, ast.Import):
             try:
-                imported = _load_file(path.parent / item.path, loader, chain + [key], item.span)
+                found = _find_import(path.parent, item, loader.limits.import_search)
+                imported = _load_file(found, loader, chain + [key], item.span)
             except NetspecError as err:
                 errors.extend(err.diagnostics)
                 continue
@@ -190,12 +208,25 @@ MODULE_ATTRIBUTES = frozenset({
 _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
+# The compiled network is a torch.fx GraphModule: its own attributes, an nn.Module's instance attribute
+# `training`, and the two netspec sets, cannot name a top-level layer either (tests/test_torch.py keeps the
+# list equal to torch's).
+GRAPH_MODULE_ATTRIBUTES = frozenset({
+    "add_submodule", "code", "delete_all_unused_submodules", "delete_submodule", "graph", "meta",
+    "print_readable", "recompile", "shape_env", "to_folder", "training"})
+NETSPEC_ATTRIBUTES = frozenset({"netspec_graph", "all_outputs"})
+
+
 def _reserved(name: str) -> str | None:
     """Why `name` cannot name a layer, if it cannot."""
     if keyword.iskeyword(name):
         return "it is a Python keyword"
-    if name in MODULE_ATTRIBUTES:
-        return "every torch.nn.Module already has an attribute of that name"
+    if name.startswith("_"):
+        return "PyTorch keeps its modules' internals under names that start with '_'"
+    if name in MODULE_ATTRIBUTES or name in GRAPH_MODULE_ATTRIBUTES:
+        return "the compiled torch module already has an attribute of that name"
+    if name in NETSPEC_ATTRIBUTES:
+        return "netspec's compiled module uses that attribute"
     return None
 
 
@@ -290,18 +321,22 @@ class Lowering:
         self.input_shape: tuple[int, ...] | None = None
         self.validated: dict[tuple, Any] = {}
         self.declared_outputs: list[str] | None = None  # from the network's `output` statement
+        self.calls: list[tuple[str, Span | None]] = []  # the block instances being lowered, outermost first
         self.output_names: list[str] = []  # the same, as the statement names them
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
         self._report([Diagnostic(code, message, span, hint, tuple(notes))])
 
     def _report(self, diagnostics: list[Diagnostic]) -> None:
-        """Once per place: a mistake inside a block repeated 1,000 times is one mistake."""
+        """Once per place: a mistake inside a block repeated 1,000 times is one mistake, reported with the
+        calls that led to its first instance."""
         for d in diagnostics:
             key = (d.code, d.span, d.message)
             if key not in self.reported:
                 self.reported.add(key)
-                self.errors.append(d)
+                sites = tuple(f"in block {block} called at {span}" for block, span in reversed(self.calls)
+                              if span is not None and span != d.span)
+                self.errors.append(dataclasses.replace(d, notes=d.notes + sites) if sites else d)
 
     # network entry -----------------------------------------------------------
 
@@ -484,7 +519,7 @@ class Lowering:
             return _POISON
         if step.label is not None and _reserved(step.label):
             self.error("NS203", f"'{step.label}' cannot name a layer: {_reserved(step.label)}", step.label_span,
-                       f"choose another label, e.g. '{step.label}_'")
+                       f"choose another label, e.g. '{step.label.lstrip('_') or 'layer'}_'")
             return _POISON
         if step.label is not None and step.label in frame.values:
             self.error("NS206", f"duplicate name '{step.label}'", step.label_span,
@@ -549,16 +584,18 @@ class Lowering:
             return self._run_body(core.body, group, current, None)
         spread = isinstance(core, ast.Spread) or root_alias
         call = core.call if isinstance(core, ast.Spread) else core
-        callee = call.callee
+        callee, home = call.callee, frame.defs
         try:
             bound = frame.lookup_param(callee)
             if isinstance(bound, (Symbol, str)):  # a parameter naming a layer or block: `act()` with act=relu
                 callee = bound.name if isinstance(bound, Symbol) else bound
+                if isinstance(bound, Symbol) and bound.home is not None:
+                    home = bound.home  # the file where the block's name was passed, not the callee's
         except KeyError:
             pass
         if callee in OPS and OPS[callee].inputs != 0:
             return self._call_op(callee, call, label, frame, current)
-        block = frame.defs.blocks.get(callee)
+        block = home.blocks.get(callee)
         if block is None:
             known = [n for n, op in OPS.items() if op.inputs != 0] + list(frame.defs.blocks)
             hint = did_you_mean(callee, known) or "see `netspec ops` for the layers netspec knows"
@@ -566,7 +603,7 @@ class Lowering:
             for arg in call.args:  # still report mistakes inside the arguments
                 self._eval(frame, arg.value, allow_symbol=True)
             return _POISON
-        return self._call_block(block, call, label, frame, current, spread)
+        return self._call_block(block, call, label, frame, current, spread, home.homes[block.name])
 
     def _group(self, frame: Frame, label: str | None, span: Span) -> Frame:
         path = frame.child_name(label)
@@ -695,7 +732,7 @@ class Lowering:
 
     # blocks -----------------------------------------------------------------------
 
-    def _call_block(self, block, call: ast.Call, label, frame: Frame, current, spread: bool):
+    def _call_block(self, block, call: ast.Call, label, frame: Frame, current, spread: bool, home: Definitions):
         if block.name in frame.stack:
             cycle = " -> ".join(frame.stack[frame.stack.index(block.name):] + (block.name,))
             self.error("NS207", f"block '{block.name}' instantiates itself: {cycle}", call.span)
@@ -703,7 +740,6 @@ class Lowering:
         if len(frame.stack) >= self.limits.block_depth:
             self.error("NS213", f"blocks nest deeper than {self.limits.block_depth}", call.span)
             return _POISON
-        home = frame.defs.homes[block.name]
         if spread:
             inner = Frame(home, frame.prefix, frame.counter, {}, frame.scope, frame.stack + (block.name,))
         else:
@@ -712,9 +748,13 @@ class Lowering:
             self._add_scope(path, block.name, call.span)
         if not self._bind_block_args(block, call, frame, inner):
             return _POISON
-        if isinstance(block, ast.NetworkAlias):
-            return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
-        return self._run_body(block.body, inner, current, block)
+        self.calls.append((block.name, call.span))
+        try:
+            if isinstance(block, ast.NetworkAlias):
+                return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
+            return self._run_body(block.body, inner, current, block)
+        finally:
+            self.calls.pop()
 
     def _bind_block_args(self, block, call: ast.Call, caller: Frame, inner: Frame) -> bool:
         params = {p.name: p for p in block.params}
@@ -760,10 +800,13 @@ class Lowering:
 
     def _eval(self, frame: Frame, expr: ast.Expr, allow_symbol: bool = False):
         try:
-            return frame.evaluate(expr, allow_symbol)
+            value = frame.evaluate(expr, allow_symbol)
         except NetspecError as err:
             self._report(err.diagnostics)
             return _POISON
+        if isinstance(value, Symbol) and value.home is None and value.name in frame.defs.blocks:
+            return Symbol(value.name, frame.defs)  # a block named here is this file's block, wherever it is used
+        return value
 
 
 def select_network(program: Program, name: str | None) -> str:

@@ -246,7 +246,7 @@ def test_names_that_would_break_the_compiled_module_are_refused(tmp_path):
     assert [(e.code, e.span.line, e.message) for e in errors] == [
         ("NS203", 1, "'class' cannot name a network: it is a Python keyword"),
         ("NS203", 3, "'lambda' cannot name a layer: it is a Python keyword"),
-        ("NS203", 4, "'forward' cannot name a layer: every torch.nn.Module already has an attribute of that name")]
+        ("NS203", 4, "'forward' cannot name a layer: the compiled torch module already has an attribute of that name")]
 
 
 @pytest.mark.parametrize("ending, where, char", [("\r\n", "3:1", "\\x08"), ("\r\r\n", "3:1", "\\x08"),

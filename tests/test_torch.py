@@ -214,9 +214,37 @@ def test_torch_compile_runs_the_module(in_repo):
 
 def test_reserved_labels_are_torchs_module_attributes():
     """The checker refuses these labels without importing torch; the list must follow torch's."""
-    from netspec.lower import MODULE_ATTRIBUTES
+    from netspec.lower import GRAPH_MODULE_ATTRIBUTES, MODULE_ATTRIBUTES
 
-    assert MODULE_ATTRIBUTES == {n for n in dir(torch.nn.Module) if not n.startswith("_")}
+    def public(names):
+        return {n for n in names if not n.startswith("_")}
+
+    assert MODULE_ATTRIBUTES == public(dir(torch.nn.Module))
+    graph_module = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph())
+    assert GRAPH_MODULE_ATTRIBUTES == public(set(dir(torch.fx.GraphModule)) | set(vars(graph_module))) - public(
+        dir(torch.nn.Module))
+
+
+@pytest.mark.parametrize("label", ["training", "graph", "code", "meta", "recompile", "_modules", "_version",
+                                   "all_outputs", "netspec_graph", "forward", "state_dict"])
+def test_labels_that_would_clash_with_the_compiled_module_are_refused_by_check(label, tmp_path):
+    spec = tmp_path / "clash.net"
+    spec.write_text(f"network N {{\n  input x: [2, 4, 4]\n  {label}: conv(2, kernel=1)\n}}\n")
+    with pytest.raises(netspec.NetspecError) as excinfo:
+        netspec.load(spec)
+    [diagnostic] = excinfo.value.diagnostics
+    assert (diagnostic.code, diagnostic.span.line, diagnostic.span.col) == ("NS203", 3, 3)
+    assert diagnostic.message.startswith(f"'{label}' cannot name a layer: ")
+    assert diagnostic.hint == f"choose another label, e.g. '{label.lstrip('_')}_'"
+
+
+def test_names_next_to_reserved_ones_compile_and_keep_their_keys(tmp_path):
+    spec = tmp_path / "near.net"
+    spec.write_text("network N {\n  input x: [2, 4, 4]\n  training_: conv(2, kernel=1)\n  graph1: relu()\n"
+                    "  code_block: conv(3, kernel=1)\n}\n")
+    model = netspec.compile(spec)
+    assert list(model.state_dict()) == ["training_.weight", "training_.bias", "code_block.weight", "code_block.bias"]
+    assert model(torch.randn(1, 2, 4, 4)).shape == (1, 3, 4, 4)
 
 
 def test_capsule_routing_squashes_and_couples_to_one(in_repo):

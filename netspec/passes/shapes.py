@@ -11,6 +11,16 @@ from netspec.ops import OPS
 from netspec.ops.base import fmt
 
 
+def call_sites(graph: Graph, scope: tuple[str, ...]) -> list[str]:
+    """`in block Fire called at net.net:12:5`, innermost first, for each block instance enclosing a layer."""
+    sites = []
+    for path in reversed(scope):
+        enclosing = graph.scopes.get(path)
+        if enclosing is not None and enclosing.kind != "group" and enclosing.span is not None:
+            sites.append(f"in block {enclosing.kind} ('{path}') called at {enclosing.span}")
+    return sites
+
+
 def infer_shapes(graph: Graph, limits: Limits = DEFAULT) -> Graph:
     """Sets `node.shape`. A node whose input failed is skipped, so one mistake reports once."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -21,8 +31,9 @@ def infer_shapes(graph: Graph, limits: Limits = DEFAULT) -> Graph:
         try:
             shape = OPS[node.op].shape(node.args, inputs)
         except ShapeRuleError as err:
+            where = f"at layer '{node.name}' ({node.op}), whose input is {' and '.join(map(fmt, inputs))}"
             graph.diagnostics.append(Diagnostic(err.code, err.message, node.span, err.hint,
-                                                (f"at layer '{node.name}' ({node.op}), whose input is {' and '.join(map(fmt, inputs))}",)))
+                                                (where, *call_sites(graph, node.scope))))
             continue
         size = prod(shape)
         if size > limits.elements:  # not trainable on any machine; reporting it beats computing with it
