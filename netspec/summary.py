@@ -48,6 +48,16 @@ class Summary(BaseModel):
     aux_outputs: list[str] = []  # returned while training only (and in an ONNX export)
     takes_labels: bool  # whether its forward also takes `labels` (for training)
 
+    def _repr_html_(self) -> str:  # Jupyter shows a summary as its table (netspec.notebook)
+        from netspec.notebook import summary_html
+
+        return summary_html(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # and one line as plain text, not every row's fields
+        from netspec.notebook import summary_text
+
+        printer.text(summary_text(self))
+
 
 def summarize(graph: Graph, depth: int | None = None) -> Summary:
     """Rows per node, or with `depth` one row per scope at that depth (1: the top-level blocks).
@@ -84,5 +94,6 @@ def summarize(graph: Graph, depth: int | None = None) -> Summary:
     # A block or layer passed as an argument is reported by its name.
     arguments = {k: (v.name if isinstance(v, Symbol) else v) for k, v in graph.arguments.items()}
     return Summary(network=graph.name, file=graph.file, arguments=arguments, rows=list(rows.values()),
-                   totals=totals, outputs=graph.outputs(), aux_outputs=graph.aux_outputs,
+                   totals=totals, outputs=graph.output_names + graph.reconstructions() if graph.output_names else graph.outputs(),
+                   aux_outputs=graph.output_names[1:],
                    takes_labels=graph.takes_labels())
