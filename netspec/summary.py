@@ -93,7 +93,8 @@ def summarize(graph: Graph, depth: int | None = None) -> Summary:
                     output_shape=list(graph.node(graph.output).shape))
     # A block or layer passed as an argument is reported by its name.
     arguments = {k: (v.name if isinstance(v, Symbol) else v) for k, v in graph.arguments.items()}
+    # Declared outputs are shown as the `output` statement names them (`aux1`, not its last layer `aux1.fc2`).
+    outputs = graph.output_names + graph.reconstructions() if graph.output_names else graph.outputs()
     return Summary(network=graph.name, file=graph.file, arguments=arguments, rows=list(rows.values()),
-                   totals=totals, outputs=graph.output_names + graph.reconstructions() if graph.output_names else graph.outputs(),
-                   aux_outputs=graph.output_names[1:],
+                   totals=totals, outputs=outputs, aux_outputs=graph.output_names[1:],
                    takes_labels=graph.takes_labels())

@@ -100,7 +100,7 @@ def test_check_names_the_outputs(capsys):
     assert main(["check", GOOGLENET, "--collapse"]) == 0
     out = capsys.readouterr().out
     assert "Params:      13,004,888 (trainable 13,004,888, non-trainable 0)" in out
-    assert "Outputs:     fc, then the auxiliary aux2.fc2, aux1.fc2 (while training)" in out
+    assert "Outputs:     fc, then the auxiliary aux2, aux1 (while training)" in out
     assert main(["check", GOOGLENET, "--set", "aux_logits=false"]) == 0
     out = capsys.readouterr().out
     assert "Params:      6,624,904 (" in out and "Outputs:" not in out
@@ -110,14 +110,14 @@ def test_graph_draws_every_output_as_an_end_point(capsys):
     assert main(["graph", GOOGLENET, "--format", "dot"]) == 0
     text = capsys.readouterr().out
     ends = [line.strip() for line in text.splitlines() if "output" in line and "shape=oval" in line]
-    assert [line.split('"')[1] for line in ends] == ["main output\\nfc", "auxiliary output (training)\\naux2.fc2",
-                                                    "auxiliary output (training)\\naux1.fc2"]
+    assert [line.split('"')[1] for line in ends] == ["main output\\nfc", "auxiliary output (training)\\naux2",
+                                                    "auxiliary output (training)\\naux1"]
     ids = {line.split('"')[1].split("\\n")[-1]: line.split()[0] for line in ends}
     boxes = {line.split('"')[1].split("\\n")[0]: line.split()[0] for line in text.splitlines() if '[label="' in line
              and "->" not in line}
     # each end point hangs off its own classifier: aux1 off the branch at inception4a, aux2 at inception4d
-    assert f'{boxes["aux1"]} -> {ids["aux1.fc2"]} [label="[1000]"];' in text
-    assert f'{boxes["aux2"]} -> {ids["aux2.fc2"]} [label="[1000]"];' in text
+    assert f'{boxes["aux1"]} -> {ids["aux1"]} [label="[1000]"];' in text
+    assert f'{boxes["aux2"]} -> {ids["aux2"]} [label="[1000]"];' in text
     assert f'{boxes["fc"]} -> {ids["fc"]} [label="[1000]"];' in text
     assert f'{boxes["inception4a"]} -> {boxes["aux1"]} [label="[512, 14, 14]"];' in text
     assert f'{boxes["inception4d"]} -> {boxes["aux2"]} [label="[528, 14, 14]"];' in text

@@ -136,9 +136,10 @@ def layout(graph: Graph, expand: set[str] | str = frozenset()) -> Diagram:
                 edges[key] = Edge(key[0], key[1], nodes[source].shape, skip)
 
     if graph.aux_outputs:  # several outputs: each drawn as an end point, the main one first
-        for position, name in enumerate([graph.output] + graph.aux_outputs):
+        declared = graph.output_names or [graph.output] + graph.aux_outputs
+        for position, (name, shown) in enumerate(zip([graph.output] + graph.aux_outputs, declared)):
             title = "main output" if position == 0 else "auxiliary output (training)"
-            end = Box(f"n{len(boxes)}", f"{name} ->", title, nodes[name].shape, 0, 0, "output")
+            end = Box(f"n{len(boxes)}", f"{shown} ->", title, nodes[name].shape, 0, 0, "output")
             boxes[end.name] = end
             edges[(boxes[unit_of[name]].id, end.id)] = Edge(boxes[unit_of[name]].id, end.id, nodes[name].shape,
                                                             False)
