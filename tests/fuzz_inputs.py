@@ -27,7 +27,8 @@ TOKEN = re.compile(r'"[^"\n]*"|[A-Za-z_]\w*|\d[\d_]*(?:\.\d*)?(?:[eE][+-]?\d+)?|
 VOCABULARY = ["network", "block", "import", "let", "train", "input", "if", "not", "and", "or", "true", "false",
               "{", "}", "(", ")", "[", "]", ",", ":", "=", "->", "*", "**", "+", "-", "/", "//", "%", "...", "==",
               "<", "#", '"', "conv", "relu", "add", "concat", "linear", "flatten", "x", "0", "-1", "1e999",
-              "99999999999999999999", "3.5", '"same"', "none", "\x00", "\ufeff", "\u202e", "\u200b", "é", "😀"]
+              "99999999999999999999", "3.5", '"same"', "none", "for", "in", "output", "else", "range", "make_divisible",
+              '"layer{i}"', "[1:]", "max", "\x00", "\ufeff", "\u202e", "\u200b", "é", "😀"]
 
 
 def syntax_valid() -> st.SearchStrategy[str]:
@@ -49,7 +50,10 @@ def syntax_valid() -> st.SearchStrategy[str]:
                                  st.sampled_from(["x", "c", "conv", "relu", "add", "linear", "flatten", "B"]))),
         "INT": spaced(st.integers(0, 300).map(str)),
         "FLOAT": spaced(st.sampled_from(["0.5", "1e-3", "2.0", "1_0.0"])),
-        "STRING": spaced(st.sampled_from(['"same"', '"kaiming"', '"blocks/resnet.net"', '"../x.net"', '""'])),
+        "STRING": spaced(st.sampled_from(['"same"', '"kaiming"', '"blocks/resnet.net"', '"../x.net"', '""',
+                                          '"layer{i + 1}"', '"block1-0"', '"{"', '"{}"'])),
+        # A comment runs to the end of its line: without the newline it would swallow the tokens after it.
+        "COMMENT": st.from_regex(r"#[^\n]{0,8}", fullmatch=True).map(lambda text: f"{text}\n"),
     })
 
 

@@ -15,9 +15,10 @@ from fuzz_inputs import (SEEDS, SPECS, agrees_with_torch, check_front_door, muta
                          syntax_valid)
 from netspec.errors import NetspecError
 
-# deadline: the bound on one input (a typical one takes 5 ms). derandomize: a fixed budget in CI.
+# No deadline: a test must not depend on how busy the machine is; the time bound on one input is measured by
+# bench/fuzz.py (docs/reliability.md). derandomize: a fixed budget in CI.
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=2000, derandomize=True, database=None,
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 
