@@ -66,5 +66,12 @@ def compile(spec: str | Path, seed: int | None = None, **overrides: Any):
     return to_module(load(spec, **overrides), seed=seed)
 
 
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext netspec` in IPython or Jupyter: adds the %%netspec cell magic (docs/notebooks.md)."""
+    from netspec.notebook import register
+
+    register(ipython)
+
+
 def _position(d: Diagnostic) -> tuple:
     return (0, "", 0, 0) if d.span is None else (1, d.span.file, d.span.line, d.span.col)

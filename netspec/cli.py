@@ -97,7 +97,8 @@ def _limits(options: argparse.Namespace):
 
     search = tuple(Path(p) for p in options.import_path) + search_path_from_environment()
     roots = None if options.allow_any_import else search
-    return Limits(params=options.max_params, instances=options.max_layers, import_roots=roots, import_search=search)
+    return Limits(params=options.max_params, instances=options.max_layers, tokens=options.max_tokens,
+                  import_roots=roots, import_search=search)
 
 
 def _load(options: argparse.Namespace, fmt: str = "text", sources: Sources | None = None):
@@ -277,15 +278,27 @@ def cmd_train(options: argparse.Namespace) -> int:
     if graph is None:
         return status
     from netspec.data import DataError
-    from netspec.train import TrainError, run
+    from netspec.train import TrainError, distributed, run
 
     out = Path(options.out or Path("runs") / Path(graph.file).stem)
     try:
+        if options.nproc is not None and not distributed.launched():  # start the processes, each running this
+            distributed.check_launch(options.nproc, options.device, options.dist_backend, recipe.batch_size)
+            return distributed.launch(options.nproc, options.max_restarts, options.argv)
+        if options.max_restarts and options.nproc is None:
+            raise TrainError("--max-restarts goes with --nproc (under torchrun, give torchrun --max-restarts)")
+        if options.nproc is not None and int(os.environ["WORLD_SIZE"]) != options.nproc:
+            raise TrainError("--nproc starts processes itself; under torchrun leave it out (torchrun has "
+                             "--nproc-per-node)")
         result = run(graph, recipe, out, options.data_dir, options.device, options.resume, options.download,
-                     progress=not options.no_progress)
+                     progress=not options.no_progress, sync_bn=options.sync_bn, dist_backend=options.dist_backend,
+                     dist_timeout=options.dist_timeout)
     except (TrainError, DataError) as err:
-        print(f"netspec train: {err}", file=sys.stderr)
+        if distributed.is_main_process() or isinstance(err, distributed.ProcessError):  # else rank 0 says it
+            print(f"netspec train: {err}", file=sys.stderr)
         return EXIT_SPEC_ERROR
+    if not distributed.is_main_process():
+        return EXIT_OK
     rows = [[graph.name, recipe.data, str(result["epoch"]), f"{result['test_accuracy']:.2%}",
              f"{result['best_test_accuracy']:.2%}", f"{result['train_seconds']:.1f} s",
              f"{result['images_per_second']:,.0f}"]]
@@ -333,6 +346,23 @@ def cmd_ops(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fmt(options: argparse.Namespace) -> int:
+    from netspec.fmt import format_paths
+
+    return format_paths(options.files, options.check)
+
+
+def cmd_lsp(options: argparse.Namespace) -> int:
+    try:
+        from netspec.lsp import serve
+    except ImportError as err:
+        print(f"netspec lsp: {(err.name or 'pygls').split('.')[0]} is needed; install the project's `lsp` extra "
+              '(pip install -e ".[lsp]")', file=sys.stderr)
+        return EXIT_USAGE
+    serve()
+    return EXIT_OK
+
+
 def _count(text: str) -> int:
     """A positive count; underscores and powers of ten allowed: 1_000_000, 1e12."""
     try:
@@ -356,6 +386,8 @@ def _spec_arguments(command: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-layers", type=_count, default=DEFAULT.instances, metavar="N",
                         help=f"refuse networks instantiating more layers, blocks and groups "
                              f"(default {DEFAULT.instances:,})")
+    limits.add_argument("--max-tokens", type=_count, default=DEFAULT.tokens, metavar="N",
+                        help=f"refuse specs (with their imports) of more tokens (default {DEFAULT.tokens:,})")
     limits.add_argument("--import-path", action="append", default=[], metavar="DIR",
                         help="a folder imports are looked for in after the importing file's own, and may read "
                              "(repeatable; also the NETSPEC_PATH environment variable, separated by ':')")
@@ -436,6 +468,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="the run folder (default: runs/<spec file name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    many = train.add_argument_group("many processes (docs/training.md); also under torchrun -m netspec train")
+    many.add_argument("--nproc", type=int, metavar="N",
+                      help="start N processes on this machine through torchrun's launcher: one per GPU, or CPU "
+                           "processes; the batch size stays the global batch, split over them")
+    many.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                      help="with --nproc: when a process dies, restart the group from the last checkpoint, up to K "
+                           "times")
+    many.add_argument("--sync-bn", action="store_true",
+                      help="batch norms take their statistics over all processes' batches (SyncBatchNorm)")
+    many.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                      help="auto: NCCL between GPUs, gloo between CPU processes")
+    many.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
+                      help="how long a process waits for the others, to meet at the start and at each exchange "
+                           "(default 300, netspec.train.distributed.DEFAULT_TIMEOUT)")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("eval", help="test accuracy of saved weights")
@@ -448,12 +494,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
     ops.set_defaults(run=cmd_ops)
+
+    fmt = commands.add_parser("fmt", help="rewrite specs in the canonical layout, comments kept",
+                              description="Rewrite .net files in one canonical layout (docs/editors.md); a folder "
+                                          "stands for the .net files in it. Exit 0: done, 1: --check found files "
+                                          "to reformat, or a file does not parse; 2: a file cannot be read.")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help="a .net file or folder; - reads stdin, writes stdout")
+    fmt.add_argument("--check", action="store_true", help="change nothing; list the files that would change")
+    fmt.set_defaults(run=cmd_fmt)
+
+    lsp = commands.add_parser("lsp", help="the language server, over stdin and stdout (docs/editors.md)",
+                              description="Run the netspec language server for editors: diagnostics as you type, "
+                                          "hover with shapes, parameters and MACs, go to definition, completion, "
+                                          "outline and formatting. It speaks LSP over stdin and stdout.")
+    lsp.add_argument("--stdio", action="store_true", help="accepted for clients that pass it; stdio is the default")
+    lsp.set_defaults(run=cmd_lsp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
+    options.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc` hands to each process
     if getattr(options, "depth", None) is not None and options.depth < 1:
         parser.error("--depth must be at least 1")
     try:

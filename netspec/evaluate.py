@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import operator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,6 +21,73 @@ SHOWN_CHARS = 200  # of a value quoted in a message
 
 
 POISONED = object()  # the value of a `let` whose definition had an error; its users stay silent
+
+
+class _Steps:
+    """What the evaluations of one spec may still spend (Limits.evaluation_steps)."""
+
+    __slots__ = ("left", "limit", "reported", "sizes")
+
+    def __init__(self, limit: int):
+        self.left = self.limit = limit
+        self.reported = False
+        self.sizes: dict[int, tuple[list, int]] = {}  # id -> (list, items counted through), kept alive here
+
+
+_STEPS: ContextVar[_Steps | None] = ContextVar("netspec_evaluation_steps", default=None)
+
+
+@contextmanager
+def step_limit(steps: int):
+    """Bound the evaluations inside to `steps` steps: an expression node, or a list item made, read or passed on.
+
+    The other limits bound each expression and the number of layers, not their product: a block instantiated
+    10,000 times evaluates its arguments 10,000 times, and a name can hand the same 100,000-item list to each.
+    Outside this context nothing is counted.
+    """
+    token = _STEPS.set(_Steps(steps))
+    try:
+        yield
+    finally:
+        _STEPS.reset(token)
+
+
+def _spend(steps: int, expr) -> None:
+    budget = _STEPS.get()
+    if budget is not None:
+        budget.left -= steps
+        if budget.left < 0:
+            _overspent(budget, expr)
+
+
+def _overspent(budget: _Steps, expr) -> None:
+    if budget.reported:  # reported where it ran out; what follows stops as quietly as after a poisoned `let`
+        raise NetspecError([])
+    budget.reported = True
+    raise _error("NS213", f"evaluating the spec's expressions takes more than {budget.limit:,} steps", expr,
+                 "a block repeated many times evaluates its arguments each time: compute a value once with `let`, "
+                 "and keep lists short")
+
+
+def spent_on(value: Any) -> int:
+    """The steps that walking a value costs: a list's items, nested lists counted through (each list counted
+    once and remembered); 0 for anything else, or when nothing is counted."""
+    budget = _STEPS.get()
+    if budget is None or type(value) is not list:
+        return 0
+    known = budget.sizes.get(id(value))
+    if known is None or known[0] is not value:
+        _, count = _list_problem(value)
+        known = budget.sizes[id(value)] = (value, count)
+    return known[1]
+
+
+def handed_on(value: Any, expr) -> Any:
+    """`value`, counted as walked: what the evaluator hands to a layer (validation, the argument cache, the
+    shape rules) is read again for every instance, so a name can make one big list cost once per layer."""
+    if type(value) is list:
+        _spend(spent_on(value), expr)
+    return value
 
 
 @dataclass(frozen=True)
@@ -59,19 +128,20 @@ def _show(value: Any, limit: int) -> str:
     return repr(value)
 
 
-def _list_problem(value: list) -> str | None:
-    """Why a list value is too big to keep, if it is; stops looking as soon as it knows."""
+def _list_problem(value: list) -> tuple[str | None, int]:
+    """Why a list value is too big to keep, if it is, and the items looked at; stops as soon as it knows."""
     budget = MAX_LIST_ITEMS
     stack = [(value, 1)]
     while stack:
         items, depth = stack.pop()
         budget -= len(items)
         if budget < 0:
-            return f"a list holding more than {MAX_LIST_ITEMS:,} items, nested lists counted through"
+            return (f"a list holding more than {MAX_LIST_ITEMS:,} items, nested lists counted through",
+                    MAX_LIST_ITEMS - budget)
         if depth > MAX_LIST_DEPTH:  # `let a2 = [a1]`, and so on: deep without deep syntax
-            return f"lists nested more than {MAX_LIST_DEPTH} deep"
+            return f"lists nested more than {MAX_LIST_DEPTH} deep", MAX_LIST_ITEMS - budget
         stack.extend((v, depth + 1) for v in items if isinstance(v, list))
-    return None
+    return None, MAX_LIST_ITEMS - budget
 
 
 def _error(code: str, message: str, node, hint: str | None = None) -> NetspecError:
@@ -103,6 +173,11 @@ def evaluate(expr: ast.Expr, lookup: Callable[[str], Any], names: Callable[[], l
     >>> evaluate(e, {"c": 16}.__getitem__)
     65
     """
+    budget = _STEPS.get()
+    if budget is not None:
+        budget.left -= 1
+        if budget.left < 0:
+            _overspent(budget, expr)
     if isinstance(expr, ast.Literal):
         return expr.value
     if isinstance(expr, ast.Name):
@@ -155,6 +230,8 @@ def _binary(expr: ast.Binary, lookup, names) -> Any:
         return left or evaluate(expr.right, lookup, names)
     right = evaluate(expr.right, lookup, names)
     if expr.op in _COMPARE:
+        if isinstance(left, list) and isinstance(right, list):  # compared item by item
+            _spend(spent_on(left) + spent_on(right), expr)
         try:
             return _COMPARE[expr.op](left, right)
         except TypeError:
@@ -185,9 +262,10 @@ def _binary(expr: ast.Binary, lookup, names) -> Any:
 
 
 def _sized(value: list, expr) -> list:
-    problem = _list_problem(value)
-    if problem:
+    problem, looked_at = _list_problem(value)
+    if problem:  # the more telling error first
         raise _error("NS213", problem, expr)
+    _spend(looked_at, expr)
     return value
 
 
@@ -201,7 +279,9 @@ def _slice(expr: ast.Slice, lookup, names) -> list:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise _error("NS212", f"a slice bound must be an integer, got {show(value)}", bound)
         bounds.append(value)
-    return target[bounds[0]:bounds[1]]
+    result = target[bounds[0]:bounds[1]]
+    _spend(len(result), expr)
+    return result
 
 
 def _integer(name: str, value: Any, node) -> int:
@@ -224,6 +304,7 @@ def _numbers(name: str, values: list, node) -> list:
         values = values[0]
     if not values:
         raise _error("NS212", f"{name} of nothing", node)
+    _spend(len(values), node)
     return [_number(name, v, node) for v in values]
 
 
@@ -236,6 +317,7 @@ def _range(name: str, args: list, node) -> list:
     values = range(*bounds)
     if len(values) > MAX_LIST_ITEMS:
         raise _error("NS213", f"range of {len(values):,} items (limit {MAX_LIST_ITEMS:,})", node)
+    _spend(len(values), node)
     return list(values)
 
 

@@ -38,6 +38,8 @@ class Scope(BaseModel):
     path: str
     kind: str  # a block's name, or "group"
     span: Span | None = Field(default=None, exclude=True)
+    arguments: dict[str, Any] = Field(default_factory=dict, exclude=True)  # a block instance's evaluated arguments
+    defaulted: tuple[str, ...] = Field(default=(), exclude=True)  # those it took from the block's defaults
 
 
 class ShapeCheck(BaseModel):
@@ -79,6 +81,16 @@ class Graph(BaseModel):
     def takes_labels(self) -> bool:
         """Whether a layer reads the class labels while training (the compiled forward's `labels=None`)."""
         return any(OPS[n.op].takes_labels for n in self.nodes)
+
+    def _repr_html_(self) -> str:  # Jupyter shows an analysed graph as its summary table (netspec.notebook)
+        from netspec.notebook import graph_html
+
+        return graph_html(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # and one line as plain text, not every node's fields
+        from netspec.notebook import graph_text
+
+        printer.text(graph_text(self))
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

@@ -14,12 +14,13 @@ from pydantic import ValidationError
 
 from netspec import ast
 from netspec.errors import Diagnostic, NetspecError, Sources, Span, did_you_mean
-from netspec.evaluate import POISONED, Symbol, evaluate, show
+from netspec.evaluate import POISONED, Symbol, evaluate, handed_on, show, step_limit
 from netspec.ir import Graph, Node, Scope, ShapeCheck
 from netspec.limits import DEFAULT, Limits
 from netspec.ops import OPS
 from netspec.ops.base import signature
 from netspec.parse import parse
+from netspec.prescan import prescan
 from netspec.recipe import recipe_from_section
 
 
@@ -77,12 +78,18 @@ class _Loader:
     limits: Limits
     roots: tuple[Path, ...] | None  # where imports may read; None: anywhere
     loaded: dict[Path, Definitions] = field(default_factory=dict)
+    texts: dict[Path, str] = field(default_factory=dict)  # read instead of the file at that (resolved) path
+    trees: dict[str, ast.Module] | None = None  # filled with each file's syntax tree, by file name
+    tokens: int = 0  # read so far, over all the files: Limits.tokens bounds the spec with its imports
 
 
-def load_program(path: str | Path, sources: Sources | None = None, limits: Limits = DEFAULT) -> Program:
+def load_program(path: str | Path, sources: Sources | None = None, limits: Limits = DEFAULT,
+                 texts: dict[Path, str] | None = None, trees: dict[str, ast.Module] | None = None) -> Program:
     """Parse a file and everything it imports.
 
-    Imports stay inside the main file's folder and `limits.import_roots` (docs/reliability.md).
+    Imports stay inside the main file's folder and `limits.import_roots` (docs/reliability.md). `texts` gives
+    files' texts by resolved path, read instead of the files (an editor's unsaved buffers, netspec.lsp);
+    `trees`, when given, gets each file's syntax tree, even when loading fails later.
     """
     sources = sources if sources is not None else Sources()
     path = Path(path)
@@ -90,7 +97,8 @@ def load_program(path: str | Path, sources: Sources | None = None, limits: Limit
     if limits.import_roots is not None:
         allowed = (*limits.import_roots, *limits.import_search)  # a folder to search is a folder to read
         roots = (path.resolve().parent, *(Path(r).resolve() for r in allowed))
-    root = _load_file(path, _Loader(sources, limits, roots), [], None)
+    with step_limit(limits.evaluation_steps):  # the lets
+        root = _load_file(path, _Loader(sources, limits, roots, texts=texts or {}, trees=trees), [], None)
     return Program(root, sources, limits)
 
 
@@ -135,9 +143,14 @@ def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None
     if len(chain) >= limits.import_depth:
         raise NetspecError(Diagnostic("NS213", f"imports nest deeper than {limits.import_depth} files", span))
     name = str(path)
-    text = read_source(path, span, limits.file_bytes, loader.sources)
+    text = loader.texts.get(key)
+    if text is None:
+        text = read_source(path, span, limits.file_bytes, loader.sources)
     loader.sources.texts[name] = text.lstrip("\ufeff")
-    module = parse(text, name, limits.nesting)
+    loader.tokens = prescan(loader.sources.texts[name], name, limits.nesting, limits.tokens, loader.tokens)
+    module = parse(text, name, limits.nesting, max_tokens=None)  # scanned just above
+    if loader.trees is not None:
+        loader.trees[name] = module
     defs = Definitions(name)
     errors: list[Diagnostic] = []
     first_seen: dict[str, Span] = {}
@@ -282,7 +295,7 @@ class Frame:
         return f"{self.prefix}.{local}" if self.prefix else local
 
     def evaluate(self, expr: ast.Expr, allow_symbol: bool = False) -> Any:
-        return evaluate(expr, self.lookup_param, self.param_names, allow_symbol)
+        return handed_on(evaluate(expr, self.lookup_param, self.param_names, allow_symbol), expr)
 
 
 # pydantic's wording names Python types; these name the spec's.
@@ -748,6 +761,12 @@ class Lowering:
             self._add_scope(path, block.name, call.span)
         if not self._bind_block_args(block, call, frame, inner):
             return _POISON
+        if not spread:  # the generated Python names a block class's parameters after these (torch_source.py)
+            given: list[str] = []  # as _bind_block_args binds them: a positional argument takes the next free name
+            for arg in call.args:
+                given.append(arg.name or next((p.name for p in block.params if p.name not in given), ""))
+            self.scopes[path].arguments = dict(inner.params)
+            self.scopes[path].defaulted = tuple(name for name in inner.params if name not in given)
         self.calls.append((block.name, call.span))
         try:
             if isinstance(block, ast.NetworkAlias):
@@ -834,4 +853,5 @@ def lower(program: Program, network: str | None = None, overrides: dict[str, Any
     Mistakes found here are in `graph.diagnostics`; the graph then holds the layers that were sound.
     """
     name = select_network(program, network)
-    return Lowering(program).network(name, overrides or {})
+    with step_limit(program.limits.evaluation_steps):  # the arguments of every instance
+        return Lowering(program).network(name, overrides or {})

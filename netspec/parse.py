@@ -12,6 +12,7 @@ from lark.lexer import PatternStr
 from netspec import ast
 from netspec.errors import Diagnostic, NetspecError, Span, source_lines
 from netspec.limits import DEFAULT
+from netspec.prescan import prescan
 
 GRAMMAR = Path(__file__).with_name("netspec.lark")
 
@@ -436,13 +437,17 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     return Diagnostic("NS100", message, Span(file, line, col, line, col + width), hint)
 
 
-def parse(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting) -> ast.Module:
-    """Parse spec text into a syntax tree.
+def parse(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting,
+          max_tokens: int | None = DEFAULT.tokens) -> ast.Module:
+    """Parse spec text into a syntax tree; too many tokens or too deep brackets are refused before Lark runs
+    (netspec.prescan; `max_tokens=None`: the caller has scanned the text already).
 
     >>> parse('network N { input x: [1, 4, 4]  relu() }').items[0].name
     'N'
     """
     text = text.lstrip("\ufeff")
+    if max_tokens is not None:
+        prescan(text, file, max_depth, max_tokens)  # milliseconds, where the parser could take a minute
     try:
         tree = parser().parse(text, start="module")
     except UnexpectedInput as err:

@@ -95,11 +95,19 @@ def test_unknown_network_parameter_is_a_spec_error(in_repo):
 
 def test_check_imports_no_torch_onnx_or_numpy(in_repo):
     code = ("import sys; from netspec.cli import main; rc = main(['check', 'specs/resnet152.net']); "
-            "heavy = sorted(m for m in ('torch', 'onnx', 'numpy', 'onnxruntime') if m in sys.modules); "
+            "heavy = sorted(m for m in ('torch', 'onnx', 'numpy', 'onnxruntime', 'pygls', 'lsprotocol') "
+            "if m in sys.modules); "
             "print('HEAVY', heavy); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0
     assert "HEAVY []" in result.stdout
+
+
+def test_lsp_without_pygls_names_the_extra_to_install():
+    code = ("import sys; sys.modules['pygls'] = None; from netspec.cli import main; sys.exit(main(['lsp']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == 'netspec lsp: pygls is needed; install the project\'s `lsp` extra (pip install -e ".[lsp]")\n'
 
 
 def test_ops_lists_every_layer(capsys):

@@ -101,7 +101,7 @@ def io_names(graph: Graph) -> tuple[str, list[str]]:
 def _quiet():
     """torch.onnx and onnxscript log progress, deprecations and caught tracebacks; the report says what matters."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo",
-                                                    "torch.fx", "onnx_ir")]
+                                                    "torch.fx", "torch._subclasses", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)

@@ -117,7 +117,10 @@ def signature(op: Op) -> str:
 
     fields = {k: v for k, v in op.Args.model_fields.items() if k != "frozen"}
     parts = ["values..."] if op.inputs is None else []
-    parts += [f if info.is_required() else f"{f}={show(info.default)}" for f, info in fields.items()]
+    for name, info in fields.items():
+        # A default that stands for another argument is shown as that argument: `stride=kernel`, not `stride=none`.
+        shown = info.json_schema_extra.get("shown") if isinstance(info.json_schema_extra, dict) else None
+        parts.append(name if info.is_required() else f"{name}={shown or show(info.default)}")
     return f"{op.name}({', '.join(parts)})"
 
 

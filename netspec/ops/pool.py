@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from netspec.ops.base import (NonNegativePair, Op, OpArgs, PositivePair, TorchLayer, expect_rank, register,
                               window_out)
@@ -10,7 +10,7 @@ from netspec.ops.base import (NonNegativePair, Op, OpArgs, PositivePair, TorchLa
 
 class PoolArgs(OpArgs):
     kernel: PositivePair
-    stride: PositivePair | None = None  # defaults to the kernel, as in PyTorch
+    stride: PositivePair | None = Field(None, json_schema_extra={"shown": "kernel"})  # the kernel, as in PyTorch
     padding: NonNegativePair = (0, 0)
     ceil_mode: bool = False
 
@@ -71,7 +71,7 @@ class AvgPool(Op):
 
 class SubsampleArgs(OpArgs):
     kernel: PositivePair = (2, 2)
-    stride: PositivePair | None = None
+    stride: PositivePair | None = Field(None, json_schema_extra={"shown": "kernel"})
     padding: NonNegativePair = (0, 0)
     ceil_mode: bool = False
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every measurement that waits for a GPU machine, in one go:
+#
+#     bash bench/gpu_all.sh                 # every entry
+#     bash bench/gpu_all.sh ddp_scaling     # only the entries named
+#
+# Each entry is a shell function below that prints its results (markdown tables for docs/benchmarks.md);
+# its output is also kept in bench/results/<entry>.txt ($RESULTS to change). To add a measurement, write a
+# function and append its name to ENTRIES. An entry that fails is reported and the others still run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-bench/results}
+GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
+
+# Data-parallel scaling (issue 16): images/s of `netspec train` on 1 GPU against all of them (weak scaling:
+# the same batch per GPU), ResNet-18 on synthetic 224x224 images (4,096 an epoch, so 128 per GPU keeps a few
+# steps an epoch on 8 GPUs), then LeNet on MNIST-sized ones.
+ddp_scaling() {
+    if [ "$GPUS" -lt 2 ]; then
+        echo "only $GPUS GPU here: the 1-GPU figures alone (scaling needs 2 or more)"
+    fi
+    python bench/ddp_speed.py --device cuda --nproc "$GPUS" --spec specs/resnet18.net --set classes=10 \
+        --batch-size 128 --epochs 6 --repeats 3
+    python bench/ddp_speed.py --device cuda --nproc "$GPUS" --spec specs/lenet.net --batch-size 512 \
+        --epochs 6 --repeats 3
+}
+
+ENTRIES=(ddp_scaling)
+
+mkdir -p "$RESULTS"
+status=0
+for entry in "${@:-${ENTRIES[@]}}"; do
+    echo "== $entry ($(date -u +%Y-%m-%dT%H:%MZ), $GPUS GPU(s))"
+    if ! "$entry" 2>&1 | tee "$RESULTS/$entry.txt"; then
+        echo "== $entry FAILED" >&2
+        status=1
+    fi
+done
+exit $status

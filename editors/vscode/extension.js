@@ -1,0 +1,28 @@
+// The netspec extension: the grammar and language configuration are declared in package.json; this file
+// starts the language server, `netspec lsp`, over stdio, for the .net files open in the editor.
+"use strict";
+
+const vscode = require("vscode");
+const { LanguageClient, TransportKind } = require("vscode-languageclient/node");
+
+let client;
+
+function activate() {
+  const program = vscode.workspace.getConfiguration("netspec").get("server.path", "netspec");
+  const server = { command: program, args: ["lsp"], transport: TransportKind.stdio };
+  client = new LanguageClient("netspec", "netspec language server", server, {
+    documentSelector: [{ scheme: "file", language: "netspec" }, { scheme: "untitled", language: "netspec" }],
+  });
+  return client.start().catch((error) => {
+    vscode.window.showErrorMessage(
+      `netspec: could not start \`${program} lsp\` (${error.message}). Install netspec with its language ` +
+        'server (pip install "netspec[lsp]"), or set netspec.server.path to its program.'
+    );
+  });
+}
+
+function deactivate() {
+  return client ? client.stop() : undefined;
+}
+
+module.exports = { activate, deactivate };
