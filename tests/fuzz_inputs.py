@@ -224,7 +224,9 @@ def _resample(draw, net: _Net) -> list[str]:
 
 
 _POINTWISE = ["relu()", "tanh()", "sigmoid()", "lecun_tanh()", "gelu()", "leaky_relu(0.2)", "batchnorm()",
-              "dropout(0.25)", "scale(0.5)", "scale(learnable=true)", "lrn(3)"]
+              "dropout(0.25)", "scale(0.5)", "scale(learnable=true)", "lrn(3)", "relu6()", "silu()", "hardswish()",
+              "hardsigmoid()", "mish()", "elu(0.5)", "prelu()", "prelu(per_channel=true)", "layernorm()",
+              "groupnorm(2)", "instancenorm(affine=true)", "stochastic_depth(0.2)", "layer_scale(0.1)"]
 
 
 @st.composite
@@ -234,8 +236,14 @@ def random_network(draw) -> str:
     in_channels = net.channels
     for _ in range(draw(st.integers(1, 10))):
         kind = draw(st.sampled_from(["conv", "conv", "pool", "pointwise", "residual", "concat", "block",
-                                     "group", "adaptive", "resample"]))
-        if kind == "conv":
+                                     "group", "adaptive", "resample", "gate"]))
+        if kind == "gate":  # squeeze-and-excitation or spatial attention: a broadcast product with the map
+            gated = net.fresh()
+            over = draw(st.sampled_from(["positions", "channels"]))
+            width = net.channels if over == "positions" and net.channels is not None else 1
+            net.lines += [f"{gated} = relu()",
+                          f'reduce_mean(over="{over}") -> conv({width}, kernel=1) -> hardsigmoid() -> mul({gated})']
+        elif kind == "conv":
             net.lines.append(_conv(draw, net))
         elif kind == "resample":
             net.lines += _resample(draw, net)

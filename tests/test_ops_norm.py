@@ -348,3 +348,15 @@ def test_every_op_of_this_group_exports_to_onnx_and_agrees_with_pytorch(tmp_path
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / "norm.onnx").graph.initializer}
     assert weights["unit.scale"].shape == (8, 1, 1) and (weights["unit.scale"] == 0.5).all()
     assert weights["scale"].shape == (8,) and weights["unit.1.weight"].shape == (8,)  # the channel layer norm
+
+
+def test_instancenorm_over_a_single_position_is_refused_as_torch_refuses_it(tmp_path):
+    spec = tmp_path / "one.net"
+    spec.write_text("network N {\n  input x: [2, 4, 4]\n  global_avgpool() -> instancenorm()\n}\n")
+    with pytest.raises(netspec.NetspecError) as excinfo:
+        netspec.load(spec)
+    [error] = excinfo.value.diagnostics
+    assert (error.code, error.span.line, error.span.col) == ("NS302", 3, 23)
+    assert error.message == "instancenorm normalises each channel over its positions, but [2, 1, 1] has one position"
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        torch.nn.InstanceNorm2d(2).eval()(torch.randn(2, 2, 1, 1))

@@ -142,6 +142,9 @@ class InstanceNorm(Op):
 
     def shape(self, args, inputs):
         expect_rank(self.name, inputs[0], 3)
+        if inputs[0][1] * inputs[0][2] == 1:  # a channel's statistics over one value: torch refuses it
+            raise fail("NS302", f"instancenorm normalises each channel over its positions, but {fmt(inputs[0])} has "
+                                "one position", "move it before the layer that pools the map to 1x1")
         return inputs[0]
 
     def params(self, args, inputs, output):
