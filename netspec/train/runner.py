@@ -38,7 +38,7 @@ def run(graph: Graph, recipe: Recipe, out: Path | str, data_dir: str | None = No
     with distributed.process_group(device, dist_backend, dist_timeout) as ctx:
         # In a function of its own, so that the model and its DDP wrapper are gone when the group is left.
         return training_run(ctx, graph, recipe, RunFolder(out), data_dir, resume, download, sync_bn, progress,
-                     log if ctx.main else _silent)
+                            log if ctx.main else _silent)
 
 
 def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder: RunFolder, data_dir: str | None,
