@@ -22,6 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 SEEDS = {str(p.relative_to(SPECS)): p.read_text() for p in sorted(SPECS.rglob("*.net"))}
 
+def fixed_budget(examples: int):
+    """Hypothesis settings for the fuzz-driven tests: the same inputs every run (derandomised) and no deadline,
+    since a test must not depend on how busy the machine is; bench/fuzz.py measures the time bound."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
 # A token of the language, roughly: strings, names, numbers, multi-character operators, single characters.
 TOKEN = re.compile(r'"[^"\n]*"|[A-Za-z_]\w*|\d[\d_]*(?:\.\d*)?(?:[eE][+-]?\d+)?|->|\*\*|//|==|!=|<=|>=|\.\.\.|\S')
 VOCABULARY = ["network", "block", "import", "let", "train", "input", "if", "not", "and", "or", "true", "false",

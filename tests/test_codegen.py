@@ -7,17 +7,17 @@ it accepts compiles, and both modules run with the checked shapes.
 """
 
 import ast
-import shutil
 
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import netspec  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from fuzz_inputs import SPECS, agrees_with_torch, mutated_spec, random_network  # noqa: E402
+from fuzz_inputs import fixed_budget as bounded  # noqa: E402
+from fuzz_inputs import agrees_with_torch, mutated_spec, random_network  # noqa: E402
 from netspec.backends import torch_layers  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
 from netspec.backends.torch_source import to_python  # noqa: E402
@@ -328,21 +328,6 @@ def test_a_failing_forward_leaves_the_report_to_netspec(tmp_path, capfd, monkeyp
 
 
 # check accepts => compiles and runs (item 1 of issue 18) ----------------------------------------------------------
-
-def bounded(examples: int) -> settings:
-    """A fixed, derandomised budget (the same inputs every run); no deadline: a compile is not a check."""
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A copy of specs/, so mutated files sit beside the blocks they import."""
-    root = tmp_path_factory.mktemp("codegen")
-    shutil.copytree(SPECS, root / "specs")
-    return root / "specs"
-
 
 @bounded(50)
 @given(text=random_network())

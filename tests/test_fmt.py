@@ -13,8 +13,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from fuzz_inputs import fixed_budget as fuzz  # noqa: E402
 from fuzz_inputs import mutated_spec, syntax_valid
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import netspec
 from netspec.cli import main
@@ -91,20 +92,6 @@ def test_every_spec_in_the_repository_keeps_its_meaning(tmp_path):
         assert after == before, spec
         assert any(isinstance(entry, tuple) and len(entry) == 5 for entry in before) or "blocks" in str(spec) \
             or spec.name == "heads.net", f"{spec} has no network that checks"
-
-
-def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A copy of specs/, so mutated files sit beside the blocks they import."""
-    root = tmp_path_factory.mktemp("fmt-fuzz")
-    shutil.copytree(ROOT / "specs", root / "specs")
-    return root / "specs"
 
 
 def format_keeps_meaning(text: str, folder: Path) -> str:

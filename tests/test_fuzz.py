@@ -4,32 +4,16 @@ The suite runs a short, derandomised budget (the same inputs every run, so CI is
 `python bench/fuzz.py` runs a long random one (docs/reliability.md has its figures).
 """
 
-import shutil
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import netspec
 from netspec.lower import load_program
+from fuzz_inputs import fixed_budget as fuzz  # noqa: E402
 from fuzz_inputs import (SEEDS, SPECS, agrees_with_torch, check_front_door, mutated_spec, random_network,
                          syntax_valid)
 from netspec.errors import NetspecError
-
-# No deadline: a test must not depend on how busy the machine is; the time bound on one input is measured by
-# bench/fuzz.py (docs/reliability.md). derandomize: a fixed budget in CI.
-def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A copy of specs/, so mutated files sit beside the blocks they import."""
-    root = tmp_path_factory.mktemp("fuzz")
-    shutil.copytree(SPECS, root / "specs")
-    return root / "specs"
-
 
 @fuzz(300)
 @given(case=mutated_spec())
