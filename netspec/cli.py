@@ -245,8 +245,44 @@ def cmd_export(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-RECIPE_FLAGS = ("data", "epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
-                "loss", "pad", "augment", "permute_pixels", "seed", "compile")
+# Flags with their own help or choices in _data_arguments; every other recipe setting gets a flag of its own
+# from the Recipe schema (_recipe_arguments), so a new setting is settable from the command line at once.
+DATA_FLAGS = ("data", "pad", "permute_pixels")
+RECIPE_HELP = {
+    "batch_size": "the global batch, split over the processes",
+    "loss": "margin: the capsule loss on output lengths (CapsNet)",
+    "compile": "torch.compile (falls back to eager)",
+    "seed": "makes CPU runs bit-reproducible",
+    "validation": "fraction of the training set held out to choose best.pt (0: none; a val/ folder wins)",
+    "augment": "crop: a random crop of each image padded by 4 pixels (2 below 32x32); flip: horizontal",
+    "train_crop": "auto: RandomResizedCrop when images are not the input size",
+    "ema": "keep an exponential moving average of the weights, evaluated and checkpointed alongside",
+    "precision": "auto: bf16 autocast on CUDA, fp32 on the CPU; fp16 adds a gradient scaler",
+}
+
+
+def _recipe_arguments(command: argparse.ArgumentParser) -> None:
+    """A flag per recipe setting, typed and with the choices the schema allows (docs/training.md)."""
+    import types
+    import typing
+
+    from netspec.recipe import Recipe
+
+    group = command.add_argument_group("recipe (the spec's train section; these flags override it)")
+    for name, info in Recipe.model_fields.items():
+        if name in DATA_FLAGS:
+            continue
+        kind = info.annotation
+        optional = typing.get_origin(kind) in (typing.Union, types.UnionType)  # `X | None`
+        options = [a for a in typing.get_args(kind) if a is not type(None)] if optional else [kind]
+        base = typing.get_args(options[0])[0] if typing.get_origin(options[0]) is typing.Annotated else options[0]
+        flag = "--" + name.replace("_", "-")
+        if base is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=RECIPE_HELP.get(name))
+        elif typing.get_origin(base) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(base), help=RECIPE_HELP.get(name))
+        else:
+            group.add_argument(flag, type=base, help=RECIPE_HELP.get(name))
 
 
 def _recipe(options: argparse.Namespace, graph):
@@ -255,12 +291,13 @@ def _recipe(options: argparse.Namespace, graph):
 
     from netspec.recipe import Recipe
 
-    flags = {key: getattr(options, key) for key in RECIPE_FLAGS if getattr(options, key, None) is not None}
+    flags = {key: getattr(options, key) for key in Recipe.model_fields if getattr(options, key, None) is not None}
     try:
         return Recipe.model_validate({**graph.recipe, **flags})
     except ValidationError as err:
         e = err.errors()[0]
-        print(f"netspec {options.command}: --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}", file=sys.stderr)
+        where = f"--{str(e['loc'][0]).replace('_', '-')}: " if e["loc"] else ""
+        print(f"netspec {options.command}: {where}{e['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return None
 
 
@@ -278,9 +315,12 @@ def cmd_train(options: argparse.Namespace) -> int:
     if graph is None:
         return status
     from netspec.data import DataError
-    from netspec.train import TrainError, distributed, run
+    from netspec.train import DataOptions, RunOptions, TrainError, distributed, run
 
     out = Path(options.out or Path("runs") / Path(graph.file).stem)
+    run_options = RunOptions(resume=options.resume, overwrite=options.overwrite, download=options.download,
+                             sync_bn=options.sync_bn, max_steps=options.max_steps, log_every=options.log_every,
+                             data=DataOptions(options.data_mode, options.workers, options.limit_eval))
     try:
         if options.nproc is not None and not distributed.launched():  # start the processes, each running this
             distributed.check_launch(options.nproc, options.device, options.dist_backend, recipe.batch_size)
@@ -290,19 +330,21 @@ def cmd_train(options: argparse.Namespace) -> int:
         if options.nproc is not None and int(os.environ["WORLD_SIZE"]) != options.nproc:
             raise TrainError("--nproc starts processes itself; under torchrun leave it out (torchrun has "
                              "--nproc-per-node)")
-        result = run(graph, recipe, out, options.data_dir, options.device, options.resume, options.download,
-                     progress=not options.no_progress, sync_bn=options.sync_bn, dist_backend=options.dist_backend,
-                     dist_timeout=options.dist_timeout)
+        result = run(graph, recipe, out, options.data_dir, options.device, progress=not options.no_progress,
+                     dist_backend=options.dist_backend, dist_timeout=options.dist_timeout, options=run_options)
     except (TrainError, DataError) as err:
         if distributed.is_main_process() or isinstance(err, distributed.ProcessError):  # else rank 0 says it
             print(f"netspec train: {err}", file=sys.stderr)
         return EXIT_SPEC_ERROR
     if not distributed.is_main_process():
         return EXIT_OK
-    rows = [[graph.name, recipe.data, str(result["epoch"]), f"{result['test_accuracy']:.2%}",
-             f"{result['best_test_accuracy']:.2%}", f"{result['train_seconds']:.1f} s",
-             f"{result['images_per_second']:,.0f}"]]
-    print(_table(["network", "data", "epochs", "test acc", "best", "train time", "img/s"], rows, right={2, 3, 4, 5, 6}))
+    def percent(key: str) -> str:
+        return f"{result[key]:.2%}" if result.get(key) is not None else "-"
+
+    rows = [[graph.name, recipe.data, str(result["epoch"]), f"{percent('best_val_accuracy')} ({result['best_epoch']})",
+             percent("test_accuracy"), f"{result['train_seconds']:.1f} s", f"{result['images_per_second']:,.0f}"]]
+    print(_table(["network", "data", "epochs", "best val (epoch)", "test (best.pt)", "train time", "img/s"], rows,
+                 right={2, 3, 4, 5, 6}))
     print(f"run folder: {result['run']} (metrics.jsonl, config.json, last.pt, best.pt)")
     return EXIT_OK
 
@@ -312,10 +354,11 @@ def cmd_eval(options: argparse.Namespace) -> int:
     if graph is None:
         return status
     from netspec.data import DataError
-    from netspec.train import TrainError, evaluate_weights
+    from netspec.train import DataOptions, TrainError, evaluate_weights
 
     try:
-        result = evaluate_weights(graph, options.weights, recipe, options.data_dir, options.device, options.download)
+        result = evaluate_weights(graph, options.weights, recipe, options.data_dir, options.device, options.download,
+                                  DataOptions(options.data_mode, options.workers))
     except (TrainError, DataError) as err:
         print(f"netspec eval: {err}", file=sys.stderr)
         return EXIT_SPEC_ERROR
@@ -334,6 +377,10 @@ def _data_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--pad", type=int, help="zero padding around each image, e.g. 2 for 28x28 -> 32x32")
     command.add_argument("--permute-pixels", type=int, metavar="SEED",
                          help="shuffle pixel positions with one fixed permutation (the seed)")
+    command.add_argument("--data-mode", choices=("auto", "memory", "stream"), default="auto",
+                         help="memory: the dataset on the device as one tensor; stream: a DataLoader with workers "
+                              "(auto: memory for MNIST/CIFAR-10, stream for image files; printed at the start)")
+    command.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes when streaming")
 
 
 def cmd_ops(options: argparse.Namespace) -> int:
@@ -350,6 +397,22 @@ def cmd_fmt(options: argparse.Namespace) -> int:
     from netspec.fmt import format_paths
 
     return format_paths(options.files, options.check)
+
+
+def cmd_plot(options: argparse.Namespace) -> int:
+    from netspec.plot import PlotError, plot
+
+    try:
+        data, runs, names = plot(options.runs, options.output, options.title)
+    except PlotError as err:
+        print(f"netspec plot: {err}", file=sys.stderr)
+        return EXIT_USAGE if err.usage else EXIT_SPEC_ERROR
+    if not _write("plot", options.output, data):
+        return EXIT_USAGE
+    epochs = ", ".join(f"{name} {run.epoch_count} epoch{'s' if run.epoch_count != 1 else ''}"
+                       for run, name in zip(runs, names))
+    print(f"wrote {options.output} ({epochs})")
+    return EXIT_OK
 
 
 def cmd_lsp(options: argparse.Namespace) -> int:
@@ -453,21 +516,17 @@ def build_parser() -> argparse.ArgumentParser:
                                             "`train Network { ... }` section, then these flags.")
     _spec_arguments(train)
     _data_arguments(train)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
-    train.add_argument("--schedule", choices=("none", "onecycle", "cosine", "step"))
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--label-smoothing", type=float)
-    train.add_argument("--loss", choices=("cross_entropy", "margin"),
-                       help="margin: the capsule loss on output lengths (CapsNet)")
-    train.add_argument("--augment", choices=("none", "flip", "crop", "flip+crop"))
-    train.add_argument("--compile", action="store_true", default=None, help="torch.compile (falls back to eager)")
-    train.add_argument("--seed", type=int, help="makes CPU runs bit-reproducible")
     train.add_argument("--out", help="the run folder (default: runs/<spec file name>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last.pt (starts it when nothing was checkpointed)")
+    train.add_argument("--overwrite", action="store_true", help="start again over a checkpointed run in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    train.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS",
+                       help="when stderr is not a terminal, a progress line this often (default 30)")
+    train.add_argument("--max-steps", type=int, metavar="N", help="at most N steps an epoch (a smoke run)")
+    train.add_argument("--limit-eval", type=int, metavar="N",
+                       help="evaluate on the first N validation and test images only (a smoke run)")
+    _recipe_arguments(train)
     many = train.add_argument_group("many processes (docs/training.md); also under torchrun -m netspec train")
     many.add_argument("--nproc", type=int, metavar="N",
                       help="start N processes on this machine through torchrun's launcher: one per GPU, or CPU "
@@ -502,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("files", nargs="+", metavar="FILE", help="a .net file or folder; - reads stdin, writes stdout")
     fmt.add_argument("--check", action="store_true", help="change nothing; list the files that would change")
     fmt.set_defaults(run=cmd_fmt)
+
+    plot = commands.add_parser("plot", help="draw loss and accuracy per epoch of training runs (PNG, SVG, PDF)",
+                               description="Draw loss and accuracy against epoch of one or more run folders (their "
+                                           "metrics.jsonl), one colour per run: train dashed, validation solid, "
+                                           "EMA dotted, the reported test accuracy a star. Exit 0: written, 1: a "
+                                           "metrics.jsonl cannot be read, 2: a folder is not a run, or the output "
+                                           "cannot be written.")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="a run folder written by netspec train")
+    plot.add_argument("-o", "--output", required=True, help="the picture to write: .png, .svg or .pdf")
+    plot.add_argument("--title", help="the figure's title (default: the network's name, when all runs share one)")
+    plot.set_defaults(run=cmd_plot)
 
     lsp = commands.add_parser("lsp", help="the language server, over stdin and stdout (docs/editors.md)",
                               description="Run the netspec language server for editors: diagnostics as you type, "

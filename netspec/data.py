@@ -1,7 +1,8 @@
-"""Datasets for `netspec train`, read into memory as uint8 tensors (they are small enough to live on the GPU).
+"""Datasets for `netspec train` that are read into memory as uint8 tensors (small enough to live on the GPU).
 
 MNIST and Fashion-MNIST from their IDX files, CIFAR-10 from its python batches (through an unpickler
-that admits only numpy arrays), any ImageFolder tree, and synthetic data.
+that admits only numpy arrays), and synthetic data. Image files (ImageFolder trees, CSV lists) are streamed:
+netspec.train.images.
 """
 
 from __future__ import annotations
@@ -137,39 +138,6 @@ def _cifar10(dirs: list[Path]) -> Dataset:
     return Dataset("cifar10", torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]), test_x, test_y, 10)
 
 
-def _image_folder(data_dir: str | None) -> Dataset:
-    """`train/<class>/*.png` and `test/<class>/*.png` (or val/) under --data-dir, all images one size."""
-    if not data_dir:
-        raise DataError("--data imagefolder needs --data-dir, a folder with train/ and test/ (or val/) "
-                        "subfolders of one folder per class")
-    from PIL import Image
-
-    root = Path(data_dir).expanduser()
-    splits = {"train": root / "train", "test": root / "test" if (root / "test").is_dir() else root / "val"}
-    for split, folder in splits.items():
-        if not folder.is_dir():
-            raise DataError(f"{folder} is not a folder; an image folder has train/ and test/ (or val/), "
-                            "each with one subfolder per class")
-    classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
-    tensors = []
-    for folder in splits.values():
-        images, labels = [], []
-        for index, cls in enumerate(classes):
-            for file in sorted((folder / cls).glob("*")):
-                if file.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp"):
-                    continue
-                with Image.open(file) as image:
-                    array = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
-                    images.append(array.reshape(image.height, image.width, 3).permute(2, 0, 1))
-                labels.append(index)
-        if not images:
-            raise DataError(f"no images in {folder}")
-        if len({tuple(i.shape) for i in images}) != 1:
-            raise DataError(f"the images in {folder} differ in size; resize them to one size first")
-        tensors += [torch.stack(images), torch.tensor(labels)]
-    return Dataset("imagefolder", *tensors, classes=len(classes))
-
-
 def synthetic(shape: tuple[int, ...], classes: int, train: int = 4096, test: int = 1024, seed: int = 0) -> Dataset:
     """Random images and labels of the network's input shape, for speed tests."""
     generator = torch.Generator().manual_seed(seed)
@@ -194,8 +162,6 @@ def load(name: str, data_dir: str | None, input_shape: tuple[int, ...], classes:
          download: bool = False) -> Dataset:
     if name == "synthetic":
         return synthetic(input_shape, classes)
-    if name == "imagefolder":
-        return _image_folder(data_dir)
     dirs = data_dirs(data_dir)
     try:
         return _cifar10(dirs) if name == "cifar10" else _idx_dataset(name, dirs)

@@ -132,7 +132,8 @@ def test_training_shows_progress_and_curves(executed):
     assert (f"<tr><td class='n'>1</td><td class='n'>{result['train_loss']:.4f}</td>"
             f"<td class='n'>{result['train_accuracy']:.2%}</td>") in live
     assert "<svg" in live and "train accuracy" in live
-    assert [json.loads(line)["epoch"] for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
+    lines = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m.get("split"), m["epoch"]) for m in lines] == [(None, 1), ("test", 1)]  # the epoch, then the test
 
 
 # -- in-process ----------------------------------------------------------------------------------------------------

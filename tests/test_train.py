@@ -28,8 +28,18 @@ def train(tmp_path, spec="specs/lenet.net", overrides=None, **recipe):
                log=lambda message: None)
 
 
-def metrics(folder):
+def lines_of(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def metrics(folder):
+    """The epoch lines of a run's metrics.jsonl."""
+    return [m for m in lines_of(folder) if "split" not in m]
+
+
+def final_line(folder):
+    """The last line of a finished run: the test of the chosen weights."""
+    return lines_of(folder)[-1]
 
 
 def test_the_subset_is_real_mnist(in_repo):
@@ -46,13 +56,19 @@ def test_lenet_learns_and_writes_the_run_folder(in_repo, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
     lines = metrics(folder)
     assert [m["epoch"] for m in lines] == [1, 2, 3]
-    assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr",
-                             "images_per_second", "epoch_seconds", "train_seconds"}
+    assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                             "images_per_second", "epoch_seconds", "train_seconds", "skipped_images"}
     assert lines[2]["train_loss"] < lines[0]["train_loss"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["network"] == "LeNet" and config["recipe"]["epochs"] == 3 and config["train_images"] == 2000
+    assert config["network"] == "LeNet" and config["recipe"]["epochs"] == 3
+    # 10 % of the 2,000 training images held out for validation; the test set apart
+    assert (config["train_images"], config["val_images"], config["test_images"]) == (1800, 200, 500)
     best = torch.load(folder / "best.pt", weights_only=True)
-    assert best["test_accuracy"] == max(m["test_accuracy"] for m in lines)
+    chosen = max(lines, key=lambda m: m["val_accuracy"])
+    assert best["val_accuracy"] == chosen["val_accuracy"] and best["epoch"] == chosen["epoch"]
+    test = final_line(folder)
+    assert test == {"split": "test", "weights": "best.pt", "selected": "model", "epoch": chosen["epoch"],
+                    "test_loss": result["test_loss"], "test_accuracy": result["test_accuracy"], "test_images": 500}
 
 
 def test_lenet5_trains_with_its_recipe_padding(in_repo, tmp_path):
@@ -65,7 +81,8 @@ def test_lenet5_trains_with_its_recipe_padding(in_repo, tmp_path):
 def test_cpu_runs_are_bit_reproducible(in_repo, tmp_path):
     a = train(tmp_path / "a", seed=5)
     b = train(tmp_path / "b", seed=5)
-    assert a["train_loss"] == b["train_loss"] and a["test_accuracy"] == b["test_accuracy"]
+    assert a["train_loss"] == b["train_loss"] and a["val_accuracy"] == b["val_accuracy"]
+    assert a["test_accuracy"] == b["test_accuracy"]
     wa = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -95,7 +112,8 @@ def test_resume_after_sigkill_loses_nothing(in_repo, tmp_path):
     a = torch.load(out / "last.pt", weights_only=True)["model"]
     b = torch.load(straight / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [m["test_accuracy"] for m in metrics(straight)] == [m["test_accuracy"] for m in lines]
+    assert [m["val_accuracy"] for m in metrics(straight)] == [m["val_accuracy"] for m in lines]
+    assert final_line(straight)["test_accuracy"] == final_line(out)["test_accuracy"]
 
 
 def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -112,7 +130,8 @@ def test_bad_inputs_are_clear_errors(in_repo, tmp_path, capsys):
     assert "LeNet5 takes input [1, 32, 32] but mnist images are [1, 28, 28]; pad them with --pad 2" in \
         capsys.readouterr().err
     assert main(["train", "specs/resnet18.net", "--data-dir", DATA, "--out", str(tmp_path / "b")]) == 1
-    assert "3 channels against 1" in capsys.readouterr().err
+    assert "change the spec's input to [1, 224, 224] (1 channel, not 3) and pad the images with --pad 98" in \
+        capsys.readouterr().err
     assert main(["train", "specs/lenet.net", "--data", "cifar10", "--data-dir", str(tmp_path),
                  "--out", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
@@ -134,7 +153,8 @@ def test_resume_refuses_a_damaged_checkpoint_and_changes_nothing(in_repo, tmp_pa
     assert "last.pt is damaged or not a checkpoint" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert main(["train", "specs/lenet.net", "--data-dir", DATA, "--out", str(folder)]) == 1
-    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert "holds a run checkpointed after epoch 1; pass --resume to continue it, --overwrite to start it again" \
+        in capsys.readouterr().err
 
 
 def test_eval_reports_the_saved_weights_accuracy(in_repo, tmp_path, capsys):

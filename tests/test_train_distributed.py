@@ -68,8 +68,13 @@ def launch(command, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
 
 
-def metrics(folder: Path) -> list[dict]:
+def lines_of(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def metrics(folder: Path) -> list[dict]:
+    """The epoch lines; the last line of a finished run is the test of the chosen weights."""
+    return [m for m in lines_of(folder) if "split" not in m]
 
 
 def weights(folder: Path, name: str = "last.pt") -> dict:
@@ -78,8 +83,8 @@ def weights(folder: Path, name: str = "last.pt") -> dict:
 
 def learned(folder: Path) -> list[tuple]:
     """Each epoch's numbers that depend only on the computation (not on timing)."""
-    return [(m["epoch"], m["train_loss"], m["train_accuracy"], m["test_loss"], m["test_accuracy"], m["lr"])
-            for m in metrics(folder)]
+    return [(m["epoch"], m["train_loss"], m["train_accuracy"], m["val_loss"], m["val_accuracy"], m["lr"])
+            for m in metrics(folder)] + [(m["test_loss"], m["test_accuracy"]) for m in lines_of(folder) if "split" in m]
 
 
 def assert_close_weights(a: dict, b: dict) -> None:
@@ -149,7 +154,7 @@ def test_two_processes_with_half_the_batch_each_train_as_one_with_the_whole(one_
     ours, reference = metrics(out), metrics(base / "run")
     assert [m["epoch"] for m in ours] == [1, 2, 3]
     for a, b in zip(ours, reference, strict=True):
-        assert a["test_accuracy"] == b["test_accuracy"]  # 500 images: one flipped prediction is 0.002
+        assert a["val_accuracy"] == b["val_accuracy"]  # 200 images: one flipped prediction is 0.005
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)  # the same schedule: same steps per epoch
     config = json.loads((out / "config.json").read_text())
@@ -157,7 +162,8 @@ def test_two_processes_with_half_the_batch_each_train_as_one_with_the_whole(one_
     assert config["recipe"]["batch_size"] == 32
     # rank 0 alone prints: one line per epoch, and the split of the batch
     assert done.stdout.count("epoch 1/3:") == 1
-    assert "2 processes (gloo): batch 32 = 2 x 16 per process" in done.stdout
+    assert "cpu x 2 processes (gloo), batch 32 = 2 x 16 |" in done.stdout
+    assert lines_of(out)[-1]["test_accuracy"] == lines_of(base / "run")[-1]["test_accuracy"]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
 
 
@@ -167,8 +173,10 @@ def test_logged_accuracy_is_the_whole_test_sets_as_one_process_evaluates_it(two_
     assert set(best["model"]) == set(netspec.compile(ROOT / "specs/lenet.net").state_dict())  # no "module." prefix
     graph = lenet()
     evaluated = evaluate_weights(graph, out / "best.pt", Recipe(**graph.recipe), DATA, "cpu")
-    logged = max(metrics(out), key=lambda m: m["test_accuracy"])
-    assert evaluated["test_accuracy"] == logged["test_accuracy"] == best["test_accuracy"]
+    chosen = max(metrics(out), key=lambda m: m["val_accuracy"])
+    assert best["val_accuracy"] == chosen["val_accuracy"] and best["epoch"] == chosen["epoch"]
+    logged = lines_of(out)[-1]  # the test of best.pt, sharded over the two processes
+    assert logged["epoch"] == chosen["epoch"] and evaluated["test_accuracy"] == logged["test_accuracy"]
     assert evaluated["test_loss"] == pytest.approx(logged["test_loss"], rel=1e-5)
     assert main(["eval", str(ROOT / "specs/lenet.net"), "--set", "act=tanh", "--weights", str(out / "best.pt"),
                  "--data-dir", DATA, "--device", "cpu"]) == 0
@@ -225,7 +233,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(killed_worker, one_proc
     assert metrics(snapshot)[:len(before)] == before  # the two-process epochs kept as they were logged
     assert json.loads((snapshot / "config.json").read_text())["world_size"] == 1
     assert_close_weights(weights(snapshot), weights(base / "run"))
-    assert [m["test_accuracy"] for m in metrics(snapshot)] == [m["test_accuracy"] for m in metrics(base / "run")]
+    assert [m["val_accuracy"] for m in metrics(snapshot)] == [m["val_accuracy"] for m in metrics(base / "run")]
 
 
 def test_a_one_process_checkpoint_resumes_in_two_processes(one_process):
@@ -238,7 +246,7 @@ def test_a_one_process_checkpoint_resumes_in_two_processes(one_process):
     assert [m["epoch"] for m in metrics(folder)] == [1, 2, 3]
     assert json.loads((folder / "config.json").read_text())["world_size"] == 2
     assert_close_weights(weights(folder), weights(base / "run"))
-    assert [m["test_accuracy"] for m in metrics(folder)] == [m["test_accuracy"] for m in metrics(base / "run")]
+    assert [m["val_accuracy"] for m in metrics(folder)] == [m["val_accuracy"] for m in metrics(base / "run")]
 
 
 def test_sync_bn_gives_two_processes_the_batch_statistics_of_one(tmp_path):
@@ -258,8 +266,8 @@ def test_sync_bn_gives_two_processes_the_batch_statistics_of_one(tmp_path):
     # normalising by its own half of the batch, the weights end 4e-2 apart; with it, 2e-6.)
     assert_close_weights(two, one)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["sync_bn"] is True
-    assert [m["test_accuracy"] for m in metrics(tmp_path / "two")] == [
-        m["test_accuracy"] for m in metrics(tmp_path / "one")]
+    assert [m["val_accuracy"] for m in metrics(tmp_path / "two")] == [
+        m["val_accuracy"] for m in metrics(tmp_path / "one")]
 
 
 def test_launch_mistakes_are_one_line_errors_before_any_process_starts(in_repo, tmp_path, capsys, monkeypatch):

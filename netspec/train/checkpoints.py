@@ -1,19 +1,24 @@
-"""The run folder: `config.json` (everything resolved), `metrics.jsonl` (one line per epoch), `last.pt`
-(weights, optimiser, schedule and metrics: enough to resume exactly) and `best.pt` (the weights with the best
-test accuracy). Every file is written atomically, and by rank 0 alone; the weights are always the plain
-module's state_dict, never a DistributedDataParallel wrapper's, so that any number of processes reads them.
+"""The run folder: `config.json` (everything resolved), `metrics.jsonl` (one line per epoch, then the test of
+the chosen weights), `last.pt` (weights, EMA, optimiser, schedule and metrics: enough to resume exactly) and
+`best.pt` (the weights of the epoch with the best validation accuracy). Every file is written atomically, and
+by rank 0 alone; the weights are always the plain module's state_dict, never a DistributedDataParallel
+wrapper's, so that any number of processes reads them.
+
+Life cycle (docs/training.md): a folder is created only once every check has passed, so a refused run leaves
+nothing; a run that never checkpointed is simply started again; a checkpointed one goes on with --resume or
+starts over with --overwrite.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import torch
 
 import netspec
-from netspec.data import Dataset
 from netspec.errors import first_line
 from netspec.evaluate import show
 from netspec.files import write_atomic
@@ -21,12 +26,12 @@ from netspec.ir import Graph
 from netspec.recipe import Recipe
 from netspec.train.distributed import Context, restarted
 from netspec.train.errors import TrainError
-from netspec.train.loop import Diverged
+from netspec.train.loop import Diverged, Trainer
 
 NEEDED = {"model", "optimizer", "scheduler", "epoch", "metrics", "config"}
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path, needed: set[str] = NEEDED) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -34,7 +39,7 @@ def read_checkpoint(path: Path) -> dict:
     except Exception as err:
         raise TrainError(f"{path} is damaged or not a checkpoint ({type(err).__name__}: {first_line(err)}); "
                          "nothing was changed") from None
-    if not isinstance(checkpoint, dict) or not NEEDED <= set(checkpoint):
+    if not isinstance(checkpoint, dict) or not needed <= set(checkpoint):
         raise TrainError(f"{path} is not a netspec training checkpoint; nothing was changed")
     return checkpoint
 
@@ -45,50 +50,124 @@ def _save(path: Path, payload: dict) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+def selection(m: dict) -> tuple[float, str]:
+    """How an epoch ranks for best.pt, and which of its weights would be chosen: the validation accuracy of the
+    model or of its EMA, whichever is higher; without validation, later epochs rank higher (the last is best)."""
+    if "val_accuracy" not in m:
+        return float(m["epoch"]), "model"
+    if m.get("ema_val_accuracy", -1.0) > m["val_accuracy"]:
+        return m["ema_val_accuracy"], "ema"
+    return m["val_accuracy"], "model"
+
+
 class RunFolder:
+    RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.last, self.best = self.path / "last.pt", self.path / "best.pt"
         self.metrics, self.config = self.path / "metrics.jsonl", self.path / "config.json"
+        self.best_state: dict | None = None  # the chosen weights so far, kept in every process
 
-    def checkpoint_to_resume(self, resume: bool) -> dict | None:
+    def checkpoint_to_resume(self, resume: bool, overwrite: bool = False, log=print) -> dict | None:
         """last.pt when the run goes on (--resume, or torchrun restarting the group after a process died), else
-        None; refuses to start a new run over an old one. Only reads: every process calls it."""
+        None; refuses to start a new run over a checkpointed one unless `overwrite`. Only reads: every process
+        calls it."""
+        if resume and overwrite:
+            raise TrainError("--resume continues the run in the folder and --overwrite starts it again: pass one")
         if restarted():
-            return read_checkpoint(self.last) if self.last.exists() else None
+            return self._resumed() if self.last.exists() else None
         if resume:
-            return read_checkpoint(self.last)
-        if self.last.exists() or self.metrics.exists():
-            raise TrainError(f"{self.path} already holds a run; pass --resume to continue it, or --out another "
-                             "folder")
+            if self.last.exists():
+                return self._resumed()
+            log(f"nothing to resume in {self.path}: no epoch was checkpointed, so the run starts from the beginning")
+            return None
+        if self.last.exists() and not overwrite:
+            raise TrainError(f"{self.path} holds a run checkpointed after epoch {self._epochs_done()}; pass "
+                             "--resume to continue it, --overwrite to start it again, or --out another folder")
+        if self.config.exists() and not self.last.exists():
+            log(f"{self.path} holds a run that never checkpointed: starting it again")
         return None
 
-    def create(self) -> str | None:
-        """Make the folder (rank 0); the reason when it cannot be written."""
+    def _resumed(self) -> dict:
+        checkpoint = read_checkpoint(self.last)
+        if self.best.exists():
+            self.best_state = read_checkpoint(self.best, needed={"model"})["model"]
+        return checkpoint
+
+    def _epochs_done(self) -> int:
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            return sum(1 for line in self.metrics.read_text().splitlines() if '"epoch"' in line and
+                       '"split"' not in line)
+        except OSError:
+            return 0
+
+    def writable(self) -> str | None:
+        """The reason the folder cannot be written, or None. Leaves nothing behind: folders made for the test
+        are removed again, since the run may yet be refused (start() makes the folder for good)."""
+        made = []
+        try:
+            for folder in reversed([self.path, *self.path.parents]):
+                if not folder.exists():
+                    folder.mkdir()
+                    made.append(folder)
             write_atomic(self.path / ".write-test", b"")
             (self.path / ".write-test").unlink()
         except OSError as err:
             return f"cannot write the run folder {self.path}: {err.strerror}"
+        finally:
+            for folder in reversed(made):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
         return None
 
     def start(self, config: dict, history: list[dict]) -> None:
+        """Make the folder and write config.json; a new run (not a resumed one) first removes an earlier run's
+        checkpoints (--overwrite, or a run that never checkpointed)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not history:
+            for name in self.RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
         write_atomic(self.config, json.dumps(config, indent=2) + "\n")
         self.write_metrics(history)
 
-    def write_metrics(self, history: list[dict]) -> None:
-        write_atomic(self.metrics, "".join(json.dumps(m) + "\n" for m in history))
+    def write_metrics(self, history: list[dict], test: dict | None = None) -> None:
+        lines = history + ([test] if test else [])
+        write_atomic(self.metrics, "".join(json.dumps(m) + "\n" for m in lines))
 
-    def save_epoch(self, model: torch.nn.Module, optimiser, schedule, history: list[dict], config: dict,
-                   best: bool) -> None:
-        """best.pt when the epoch's test accuracy is the best so far, then last.pt, then metrics.jsonl."""
+    def best_of(self, history: list[dict]) -> dict:
+        """The epoch best.pt holds: its number, its validation accuracy and which weights were chosen."""
+        best = max(history, key=lambda m: selection(m)[0])  # the first of equals
+        score, selected = selection(best)
+        return {"best_epoch": best["epoch"], "selected": selected,
+                "best_val_accuracy": score if "val_accuracy" in best else None}
+
+    def keep_if_best(self, trainer: Trainer, history: list[dict]) -> bool:
+        """Whether the last epoch ranks best so far; if so its chosen weights are kept in memory. Every process
+        calls it, so that each can test the chosen weights at the end without reading best.pt."""
+        chosen = self.best_of(history)
+        if chosen["best_epoch"] != history[-1]["epoch"]:
+            return False
+        weights = trainer.ema.module if chosen["selected"] == "ema" else trainer.module
+        self.best_state = {k: v.detach().clone() for k, v in weights.state_dict().items()}
+        return True
+
+    def save_epoch(self, trainer: Trainer, history: list[dict], config: dict, best: bool) -> None:
+        """best.pt when the epoch ranks best so far, then last.pt, then metrics.jsonl (rank 0)."""
         epoch = history[-1]["epoch"]
+        model = trainer.module.state_dict()
+        ema = trainer.ema.module.state_dict() if trainer.ema is not None else None
         if best:
-            _save(self.best, {"model": model.state_dict(), "epoch": epoch,
-                              "test_accuracy": history[-1]["test_accuracy"], "config": config})
-        _save(self.last, {"model": model.state_dict(), "optimizer": optimiser.state_dict(),
-                          "scheduler": schedule.state_dict(), "epoch": epoch, "metrics": history, "config": config})
+            chosen = self.best_of(history)
+            _save(self.best, {"model": self.best_state, "selected": chosen["selected"], "epoch": epoch,
+                              "val_accuracy": chosen["best_val_accuracy"], "config": config,
+                              **({"model_ema": ema, "model_trained": model} if ema is not None else {})})
+        _save(self.last, {"model": model, "optimizer": trainer.optimiser.state_dict(),
+                          "scheduler": trainer.schedule.state_dict(), "epoch": epoch, "metrics": history,
+                          "config": config, **({"model_ema": ema} if ema is not None else {}),
+                          **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {})})
         self.write_metrics(history)
 
     def diverged(self, stop: Diverged, recipe: Recipe) -> str:
@@ -98,21 +177,24 @@ class RunFolder:
                 "overflows")
 
 
-def run_config(graph: Graph, recipe: Recipe, dataset: Dataset, ctx: Context, sync_bn: bool) -> dict:
+def run_config(graph: Graph, recipe: Recipe, data, ctx: Context, options) -> dict:
     """What config.json records, as plain JSON types (checkpoints load with weights_only=True)."""
     config = {"spec": graph.file, "network": graph.name, "arguments": graph.arguments, "recipe": recipe.model_dump(),
               "device": str(ctx.device), "world_size": ctx.world_size,
               "batch_size_per_process": recipe.batch_size // ctx.world_size,
-              **({"backend": ctx.backend, "sync_bn": sync_bn} if ctx.distributed else {}),
-              "dataset": dataset.name, "train_images": len(dataset.train_x), "test_images": len(dataset.test_x),
+              **({"backend": ctx.backend, "sync_bn": options.sync_bn} if ctx.distributed else {}),
+              "dataset": data.name, "data_mode": data.mode, "train_images": data.train.images,
+              "val_images": data.val.images if data.val is not None else 0, "validation_from": data.validation_from,
+              "test_images": data.test.images if data.test is not None else 0, "normalization": data.statistics,
+              **({"max_steps": options.max_steps} if options.max_steps is not None else {}),
+              **({"limit_eval": options.data.limit_eval} if options.data.limit_eval is not None else {}),
               "netspec": netspec.__version__, "torch": str(torch.__version__)}
     return json.loads(json.dumps(config, default=show))  # a block is saved by name
 
 
-def restore(checkpoint: dict, graph: Graph, config: dict, last: Path, model: torch.nn.Module, optimiser,
-            schedule) -> list[dict]:
+def restore(checkpoint: dict, graph: Graph, config: dict, last: Path, trainer: Trainer) -> list[dict]:
     """Load a checkpoint of the same network and recipe (any number of processes may have written it) into the
-    model, optimiser and schedule; returns the metrics so far."""
+    model, its EMA, the optimiser, schedule and gradient scaler; returns the metrics so far."""
     if checkpoint["config"].get("network") != graph.name:
         raise TrainError(f"{last} was saved from network {checkpoint['config'].get('network')}, not {graph.name}")
     saved = checkpoint["config"].get("recipe", {})
@@ -121,7 +203,11 @@ def restore(checkpoint: dict, graph: Graph, config: dict, last: Path, model: tor
     if changed:
         raise TrainError("--resume continues a run as it was set up, but " + "; ".join(changed) +
                          ". Use the same settings, or start a new run with another --out")
-    model.load_state_dict(checkpoint["model"])
-    optimiser.load_state_dict(checkpoint["optimizer"])
-    schedule.load_state_dict(checkpoint["scheduler"])
+    trainer.module.load_state_dict(checkpoint["model"])
+    trainer.optimiser.load_state_dict(checkpoint["optimizer"])
+    trainer.schedule.load_state_dict(checkpoint["scheduler"])
+    if trainer.ema is not None and "model_ema" in checkpoint:
+        trainer.ema.module.load_state_dict(checkpoint["model_ema"])
+    if trainer.scaler is not None and "scaler" in checkpoint:
+        trainer.scaler.load_state_dict(checkpoint["scaler"])
     return list(checkpoint["metrics"])

@@ -6,8 +6,10 @@ that the numbers logged are the whole epoch's and the whole test set's, whatever
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +17,9 @@ import torch.nn.functional as F
 from netspec.ir import Graph
 from netspec.recipe import Recipe
 from netspec.train.distributed import Context, any_process, sum_over_processes
+from netspec.train.optim import ema_step
 from netspec.train.progress import Progress
-from netspec.train.sources import DeviceData, evaluation_shard
+from netspec.train.sources import Split
 
 
 class Diverged(Exception):
@@ -71,28 +74,6 @@ def criterion(recipe: Recipe, scores: torch.Tensor, labels: torch.Tensor, reduct
                            label_smoothing=recipe.label_smoothing if reduction == "mean" else 0.0)
 
 
-def make_optimiser(recipe: Recipe, model: torch.nn.Module, steps: int):
-    """The recipe's optimiser and its schedule over `steps` steps, stepped once per batch."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                              weight_decay=recipe.weight_decay)
-    elif recipe.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if recipe.schedule == "onecycle":
-        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
-    elif recipe.schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    elif recipe.schedule == "step":
-        per_epoch = max(1, steps // recipe.epochs)
-        schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=recipe.step_size * per_epoch, gamma=recipe.gamma)
-    else:
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    return opt, schedule
-
-
 class CompiledOrEager:
     """Calls torch.compile's version of `model` when compiling is asked for and works, else `model` itself;
     a failure, when compiling or at a step, is reported once and training goes on eager."""
@@ -115,47 +96,91 @@ class CompiledOrEager:
         return self.eager(*args)
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+def autocast(recipe: Recipe, device: torch.device):
+    """The recipe's mixed precision: bf16 on CUDA by default, fp32 on the CPU; fp16 goes with a GradScaler."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
+             "auto": torch.bfloat16 if device.type == "cuda" else None}[recipe.precision]
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-def layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.dim() == 4 else x
+def uses_channels_last(recipe: Recipe, device: torch.device) -> bool:
+    return recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda")
+
+
+def make_mixing(recipe: Recipe, classes: int):
+    """torchvision's MixUp and CutMix, one of the two picked per batch as the reference script does; None when
+    the recipe has neither."""
+    from torchvision.transforms import v2
+
+    choices = ([v2.MixUp(alpha=recipe.mixup_alpha, num_classes=classes)] if recipe.mixup_alpha else []) + \
+        ([v2.CutMix(alpha=recipe.cutmix_alpha, num_classes=classes)] if recipe.cutmix_alpha else [])
+    return v2.RandomChoice(choices) if choices else None
 
 
 def training_loss(step_model, graph: Graph, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, pixels,
-                  takes_labels: bool):
+                  takes_labels: bool, target: torch.Tensor | None = None):
     """(loss, main logits) of a training batch: the recipe's loss on the main scores, plus aux_weight x the loss
     of each auxiliary output (a network's `output main, aux...`), plus the weighted reconstruction error.
-    `takes_labels`: graph.takes_labels(), which layers reading the labels while training need."""
+    `takes_labels`: graph.takes_labels(), which layers reading the labels while training need. `target`: the
+    mixed class probabilities of mixup/cutmix, else the labels `y`."""
+    target = y if target is None else target
     scores, further = forward(step_model, x, y if takes_labels else None)
     aux_scores, reconstructions = further[:len(graph.aux_outputs)], further[len(graph.aux_outputs):]
     logits = logits_of(graph, scores)
-    loss = criterion(recipe, logits.float(), y) + reconstruction_loss(
+    loss = criterion(recipe, logits.float(), target) + reconstruction_loss(
         recipe, reconstructions, pixels(x) if reconstructions else x)
     for aux in aux_scores:
-        loss = loss + recipe.aux_weight * criterion(recipe, aux.float(), y)
+        loss = loss + recipe.aux_weight * criterion(recipe, aux.float(), target)
     return loss, logits
 
 
-def seed_epoch(seed: int, epoch: int, ctx: Context) -> torch.Generator:
-    """An epoch's randomness from (seed, epoch, rank) alone: torch's global generator (dropout) is seeded, and
-    the returned one draws the augmentation. A resumed or restarted epoch thus draws what it drew the first
-    time, and no random state needs saving."""
+def seed_epoch(seed: int, epoch: int, ctx: Context) -> int:
+    """An epoch's randomness from (seed, epoch, rank) alone: torch's global generator (dropout, mixup) is seeded,
+    and the returned seed draws the augmentation. A resumed or restarted epoch thus draws what it drew the
+    first time, and no random state needs saving."""
     value = ((seed * 1_000_003 + epoch) * 65_537 + ctx.rank) % 2**63
     torch.manual_seed(value)
-    return torch.Generator(device=ctx.device).manual_seed(value)
+    return value
 
 
-def train_one_epoch(model, step_model, graph: Graph, recipe: Recipe, optimiser, schedule, data: DeviceData,
-                    order: torch.Tensor, batch_size: int, generator: torch.Generator, ctx: Context, epoch: int,
-                    progress: Progress) -> dict:
-    """One pass over this process's `order` in batches of `batch_size`; DDP (when `model` is wrapped) averages
-    the gradients. Returns the epoch's train loss, accuracy and speed over all processes. Raises Diverged."""
-    device, takes_labels = ctx.device, graph.takes_labels()
-    model.train()
-    steps = math.ceil(len(order) / batch_size)
+@dataclass
+class Trainer:
+    """What a training step works with. `model` is what the step differentiates (DDP around the module when
+    distributed); `step_model` calls it compiled or eager; `ema` (optional) follows the module's weights."""
+
+    model: torch.nn.Module
+    step_model: CompiledOrEager
+    graph: Graph
+    recipe: Recipe
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    ctx: Context
+    scaler: torch.amp.GradScaler | None = None
+    ema: torch.nn.Module | None = None
+    mixing: object = None
+    optimiser_steps: int = 0  # since the run began, for the EMA's period
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)
+
+
+def optimiser_steps_per_epoch(steps: int, recipe: Recipe) -> int:
+    return math.ceil(steps / recipe.grad_accumulation)
+
+
+def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epoch: int, seed: int,
+                    progress: Progress, max_steps: int | None = None) -> dict:
+    """One pass over this process's shard of `split` in batches of `batch_size` (at most `max_steps` of them);
+    DDP (when the model is wrapped) averages the gradients, every grad_accumulation batches make one optimiser
+    step. Returns the epoch's train loss, accuracy and speed over all processes. Raises Diverged."""
+    recipe, ctx, device = trainer.recipe, trainer.ctx, trainer.ctx.device
+    takes_labels, channels_last = trainer.graph.takes_labels(), uses_channels_last(recipe, device)
+    trainer.model.train()
+    steps = split.steps(batch_size, ctx.world_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    accumulate = recipe.grad_accumulation
     seen = 0
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -163,20 +188,27 @@ def train_one_epoch(model, step_model, graph: Graph, recipe: Recipe, optimiser, 
         torch.cuda.synchronize()
     began = time.perf_counter()
     progress.epoch_started(epoch, steps)
-    for step in range(steps):
-        index = order[step * batch_size:(step + 1) * batch_size]
-        x = layout(data.batches(data.train_x[index], training=True, generator=generator), device)
-        y = data.train_y[index]
-        with autocast(device):
-            loss, logits = training_loss(step_model, graph, recipe, x, y, data.pixels, takes_labels)
-        # On the CPU a check costs nothing; on a GPU it would stall every step, so it waits for the epoch end.
-        if device.type == "cpu" and any_process(not torch.isfinite(loss), ctx):
-            raise Diverged(float(loss.detach()) if not torch.isfinite(loss) else "not finite in another process",
-                           epoch, step)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
+    batches = split.training_batches(batch_size, epoch, seed)
+    for step, (x, y) in zip(range(steps), batches):
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, target = trainer.mixing(x, y) if trainer.mixing is not None else (x, None)
+        steps_now = (step + 1) % accumulate == 0 or step == steps - 1
+        # Gradients of a batch that makes no step stay in this process: DDP all-reduces on the stepping one.
+        syncing = trainer.model.no_sync() if ctx.distributed and not steps_now else contextlib.nullcontext()
+        with syncing:
+            with autocast(recipe, device):
+                loss, logits = training_loss(trainer.step_model, trainer.graph, recipe, x, y, pixels, takes_labels,
+                                             target)
+            # On the CPU a check costs nothing; on a GPU it would stall every step, so it waits for the epoch end.
+            if device.type == "cpu" and any_process(not torch.isfinite(loss), ctx):
+                raise Diverged(float(loss.detach()) if not torch.isfinite(loss) else "not finite in another process",
+                               epoch, step)
+            # The mean over the batches of this step's group (the last group of an epoch may be short).
+            scaled = loss / min(accumulate, steps - step // accumulate * accumulate)
+            (trainer.scaler.scale(scaled) if trainer.scaler else scaled).backward()
+        if steps_now:
+            optimiser_step(trainer, epoch)
         seen += len(y)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -194,24 +226,44 @@ def train_one_epoch(model, step_model, graph: Graph, recipe: Recipe, optimiser, 
             "images_per_second": total_seen / seconds, "epoch_seconds": seconds}
 
 
-def evaluate(model, graph: Graph, recipe: Recipe, batches, pixels, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int, ctx: Context) -> tuple[float, float]:
-    """Mean loss (the recipe's, without label smoothing) and accuracy over all of (x, y): each process takes its
-    shard, and the sums are added up over the processes. `batches(batch, training=False)` readies a batch,
-    `pixels` undoes its normalisation."""
+def optimiser_step(trainer: Trainer, epoch: int) -> None:
+    """Clip (after unscaling fp16 gradients), step, advance the schedule, update the EMA, clear the gradients."""
+    optimiser, scaler, recipe = trainer.optimiser, trainer.scaler, trainer.recipe
+    if recipe.clip_grad_norm is not None:
+        if scaler:
+            scaler.unscale_(optimiser)
+        torch.nn.utils.clip_grad_norm_(trainer.module.parameters(), recipe.clip_grad_norm)
+    if scaler:
+        scaler.step(optimiser)
+        scaler.update()
+    else:
+        optimiser.step()
+    trainer.schedule.step()
+    optimiser.zero_grad(set_to_none=True)
+    trainer.optimiser_steps += 1
+    if trainer.ema is not None:
+        ema_step(trainer.ema, trainer.module, trainer.optimiser_steps, recipe, epoch)
+
+
+def evaluate(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_size: int, ctx: Context
+             ) -> tuple[float, float]:
+    """Mean loss (the recipe's, without label smoothing) and accuracy over every image of `split` that could be
+    read: each process takes its shard, and the sums are added up over the processes. `pixels` undoes a
+    batch's normalisation."""
     model.eval()
-    shard = evaluation_shard(len(x), ctx.rank, ctx.world_size, x.device)
-    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    with torch.no_grad(), autocast(ctx.device):
-        for start in range(0, len(shard), batch_size):
-            index = shard[start:start + batch_size]
-            xb = layout(batches(x[index], training=False), ctx.device)
-            yb = y[index]
+    device = ctx.device
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = torch.zeros((), dtype=torch.long, device=device)
+    with torch.no_grad(), autocast(recipe, device):
+        for xb, yb in split.evaluation_batches(batch_size):
+            if uses_channels_last(recipe, device) and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             scores, reconstructions = forward(model, xb)
             logits = logits_of(graph, scores).float()
             total_loss += (criterion(recipe, logits, yb, reduction="sum")
                            + reconstruction_loss(recipe, reconstructions, pixels(xb), reduction="sum"))
             correct += (logits.argmax(1) == yb).sum()
-    total_loss, correct = sum_over_processes([total_loss, correct], ctx)
-    return total_loss / len(x), correct / len(x)
+            seen += len(yb)
+    total_loss, correct, seen = sum_over_processes([total_loss, correct, seen], ctx)
+    return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)

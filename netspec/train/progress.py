@@ -1,13 +1,15 @@
 """Progress while training: what run(progress=...) reports to, step by step.
 
 A progress reporter is any object with the four methods of `Progress`; run() takes one (or True for the
-terminal's bar, False for none). Only rank 0 reports. The epoch's metrics go to run()'s `log` as a line.
+terminal's bar, plain lines when stderr is not a terminal, False for none). Only rank 0 reports. The epoch's
+metrics go to run()'s `log` as a line.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+import time
+from typing import Protocol, TextIO
 
 
 class Progress(Protocol):
@@ -71,8 +73,66 @@ class Bar:
         self.bar.stop()
 
 
-def reporter(progress, main: bool) -> Progress:
-    """run()'s `progress` argument as a reporter: the bar when True on a terminal, silence off rank 0."""
+class Lines:
+    """A plain line on stderr after the first step and then every `every` seconds (or `every_steps` steps), for
+    logs and CI where a bar cannot redraw: where the run is, the epoch's running loss and accuracy, the speed,
+    and the time the whole run still needs."""
+
+    per_step = True
+
+    def __init__(self, epochs: int, every: float = 30.0, every_steps: int | None = None, stream: TextIO | None = None,
+                 clock=time.monotonic):
+        self.epochs, self.every, self.every_steps = epochs, every, every_steps
+        self.stream, self.clock = stream or sys.stderr, clock
+        self.epoch = self.steps = self.done = 0
+        self.last_line = self.started = None
+        self.epoch_began = 0.0
+
+    def epoch_started(self, epoch: int, steps: int) -> None:
+        self.epoch, self.steps, self.done = epoch, steps, 0
+        self.epoch_began = self.clock()
+        if self.started is None:
+            self.started, self.first_epoch = self.epoch_began, epoch
+
+    def step(self, loss: float, accuracy: float, images_per_second: float) -> None:
+        self.done += 1
+        now = self.clock()
+        due = (self.last_line is None or now - self.last_line >= self.every or
+               (self.every_steps is not None and self.done % self.every_steps == 0))
+        if due or self.done == self.steps:
+            self.last_line = now
+            print(f"epoch {self.epoch}/{self.epochs} step {self.done}/{self.steps}: loss {loss:.4f} acc "
+                  f"{accuracy:.2%} | {images_per_second:,.0f} img/s | ETA {duration(self.eta(now))}",
+                  file=self.stream, flush=True)
+
+    def eta(self, now: float) -> float:
+        """The rest of this epoch at its pace so far, and the epochs after it at the pace of the run so far."""
+        epoch_pace = (now - self.epoch_began) / self.done
+        rest_of_epoch = epoch_pace * (self.steps - self.done)
+        epochs_done = self.epoch - self.first_epoch + self.done / self.steps
+        per_epoch = (now - self.started) / epochs_done
+        return rest_of_epoch + per_epoch * (self.epochs - self.epoch)
+
+    def epoch_ended(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def duration(seconds: float) -> str:
+    """1h02m, 3m05s or 42s."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def reporter(progress, main: bool, epochs: int = 1, every: float = 30.0) -> Progress:
+    """run()'s `progress` argument as a reporter: the bar when True on a terminal, lines every `every` seconds
+    when stderr is not one, silence off rank 0."""
     if not main or progress is False or progress is None:
         return Silent()
     if progress is True:
@@ -80,5 +140,5 @@ def reporter(progress, main: bool) -> Progress:
 
         if notebook.in_kernel():  # Jupyter: a live bar with curves (netspec.notebook)
             return notebook.LiveProgress()
-        return Bar() if sys.stderr.isatty() else Silent()
+        return Bar() if sys.stderr.isatty() else Lines(epochs, every)
     return progress

@@ -1,27 +1,47 @@
 """A training run from start to end, and the evaluation of saved weights: `netspec train` and `netspec eval`.
 
 Under torchrun every process runs run() with the same arguments: each trains on its shard of every epoch
-inside DistributedDataParallel and evaluates its shard of the test set, and rank 0 alone prints and writes the
-run folder. With one process (no torchrun) the same code runs without a process group.
+inside DistributedDataParallel and evaluates its shard of the validation set, and rank 0 alone prints and
+writes the run folder. With one process (no torchrun) the same code runs without a process group.
+
+Model selection is honest: best.pt is the epoch whose validation accuracy is highest (the EMA's weights when
+they do better), and the test set is evaluated once, at the end, for those weights.
 """
 
 from __future__ import annotations
 
-import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from netspec import data as datasets
 from netspec.backends.torch import to_module
 from netspec.ir import Graph
 from netspec.recipe import Recipe
 from netspec.train import distributed
 from netspec.train.checkpoints import RunFolder, restore, run_config
 from netspec.train.errors import TrainError
-from netspec.train.loop import CompiledOrEager, Diverged, evaluate, make_optimiser, seed_epoch, train_one_epoch
+from netspec.train.loop import (CompiledOrEager, Diverged, Trainer, evaluate, make_mixing, optimiser_steps_per_epoch,
+                                seed_epoch, train_one_epoch, uses_channels_last)
+from netspec.train.optim import make_ema, make_optimiser
 from netspec.train.progress import reporter
-from netspec.train.sources import epoch_shard, fit_input, make_preprocess, to_device
+from netspec.train.sources import DataOptions, TrainingData, prepare
+
+
+@dataclass
+class RunOptions:
+    """How a run goes, apart from the recipe: `overwrite` replaces a finished or checkpointed run in the folder;
+    `max_steps` caps every epoch's steps and, with data.limit_eval, makes a smoke run; `log_every` is the
+    seconds between progress lines when stderr is not a terminal."""
+
+    resume: bool = False
+    overwrite: bool = False
+    download: bool = False
+    sync_bn: bool = False
+    max_steps: int | None = None
+    log_every: float = 30.0
+    data: DataOptions = field(default_factory=DataOptions)
 
 
 def _silent(message: str) -> None:
@@ -30,94 +50,171 @@ def _silent(message: str) -> None:
 
 def run(graph: Graph, recipe: Recipe, out: Path | str, data_dir: str | None = None, device: str = "auto",
         resume: bool = False, download: bool = False, progress=True, log=print, sync_bn: bool = False,
-        dist_backend: str = "auto", dist_timeout: float = distributed.DEFAULT_TIMEOUT) -> dict:
-    """Train an analysed spec; returns the last epoch's metrics. Raises TrainError or data.DataError.
+        dist_backend: str = "auto", dist_timeout: float = distributed.DEFAULT_TIMEOUT,
+        options: RunOptions | None = None) -> dict:
+    """Train an analysed spec; returns the last epoch's metrics and the test result. Raises TrainError or
+    data.DataError.
 
-    `progress`: True for a bar on a terminal, False, or a reporter (netspec.train.progress.Progress). `log`
-    gets a line per epoch. `recipe.batch_size` is the global batch, split evenly over the processes."""
+    `progress`: True for a bar on a terminal (progress lines elsewhere), False, or a reporter
+    (netspec.train.progress.Progress). `log` gets the start-up line and a line per epoch. `recipe.batch_size`
+    is the global batch, split evenly over the processes. `options` (RunOptions) overrides `resume`,
+    `download` and `sync_bn`."""
+    began = time.perf_counter()
+    options = options or RunOptions(resume=resume, download=download, sync_bn=sync_bn)
     with distributed.process_group(device, dist_backend, dist_timeout) as ctx:
         # In a function of its own, so that the model and its DDP wrapper are gone when the group is left.
-        return training_run(ctx, graph, recipe, RunFolder(out), data_dir, resume, download, sync_bn, progress,
-                            log if ctx.main else _silent)
+        return training_run(ctx, graph, recipe, RunFolder(out), data_dir, options, progress,
+                            log if ctx.main else _silent, began)
 
 
 def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder: RunFolder, data_dir: str | None,
-                 resume: bool, download: bool, sync_bn: bool, progress, log) -> dict:
-    """The run in this process, from the run folder's checks to the last epoch's checkpoint."""
+                 options: RunOptions, progress, log, began: float) -> dict:
+    """The run in this process, from the run folder's checks to the test of the chosen weights."""
     batch_size = distributed.per_process_batch(recipe.batch_size, ctx.world_size)
-    checkpoint = folder.checkpoint_to_resume(resume)
-    distributed.raise_on_every_process(folder.create() if ctx.main else None, ctx)
+    checkpoint = folder.checkpoint_to_resume(options.resume, options.overwrite, log)
+    distributed.raise_on_every_process(folder.writable() if ctx.main else None, ctx)
 
-    dataset = datasets.load(recipe.data, data_dir, graph.input_shape, graph.node(graph.output).shape[0], download)
-    fit_input(graph, dataset, recipe)
-    data = to_device(dataset, recipe, ctx.device)
+    data = prepare(graph, recipe, data_dir, options.download, ctx, options.data)
     model = to_module(graph, seed=recipe.seed).to(ctx.device)
-    if ctx.device.type == "cuda":
+    check_training_size(model, graph, recipe, ctx.device)
+    if uses_channels_last(recipe, ctx.device):
         model = model.to(memory_format=torch.channels_last)
-    trained = distributed.wrap(model, ctx, sync_bn)  # DDP around the model, or the model itself
+    trained = distributed.wrap(model, ctx, sync_bn=options.sync_bn)  # DDP around the model, or the model itself
     model = distributed.unwrapped(trained)
     # The same number of steps per epoch for any number of processes, so that one schedule fits them all.
-    steps_per_epoch = math.ceil(len(data.train_x) / recipe.batch_size)
-    optimiser, schedule = make_optimiser(recipe, model, recipe.epochs * steps_per_epoch)
-    config = run_config(graph, recipe, dataset, ctx, sync_bn)
-    history = restore(checkpoint, graph, config, folder.last, model, optimiser, schedule) if checkpoint else []
-    if checkpoint:
-        log(f"resuming {graph.name} from {folder.last} after epoch {checkpoint['epoch']}")
+    steps = data.train.steps(batch_size, ctx.world_size)
+    if options.max_steps is not None:
+        steps = min(steps, options.max_steps)
+    optimiser, schedule = make_optimiser(recipe, model, optimiser_steps_per_epoch(steps, recipe))
+    trainer = Trainer(trained, CompiledOrEager(trained, recipe.compile, log), graph, recipe, optimiser, schedule, ctx,
+                      scaler=torch.amp.GradScaler(ctx.device.type) if recipe.precision == "fp16" else None,
+                      ema=make_ema(recipe, model, ctx.world_size, batch_size),
+                      mixing=make_mixing(recipe, data.classes))
+    config = run_config(graph, recipe, data, ctx, options)
+    history = restore(checkpoint, graph, config, folder.last, trainer) if checkpoint else []
+    trainer.optimiser_steps = len(history) * optimiser_steps_per_epoch(steps, recipe)
     if ctx.main:
         folder.start(config, history)
-    if ctx.distributed:
-        log(f"{ctx.world_size} processes ({ctx.backend}): batch {recipe.batch_size} = {ctx.world_size} x "
-            f"{batch_size} per process, lr {recipe.lr:g} for that batch of {recipe.batch_size}")
+    log(startup_line(graph, model, ctx, data, recipe, batch_size, folder, time.perf_counter() - began))
+    if checkpoint:
+        log(f"resuming {graph.name} from {folder.last} after epoch {checkpoint['epoch']}")
 
-    step_model = CompiledOrEager(trained, recipe.compile, log)
-    best_accuracy = max((m["test_accuracy"] for m in history), default=-1.0)
-    progress = reporter(progress, ctx.main)
+    progress = reporter(progress, ctx.main, recipe.epochs, options.log_every)
+    named: set[str] = set()  # the unreadable images reported so far
     try:
         for epoch in range(len(history) + 1, recipe.epochs + 1):
-            generator = seed_epoch(recipe.seed, epoch, ctx)
-            order = epoch_shard(len(data.train_x), recipe.seed, epoch, ctx.rank, ctx.world_size, ctx.device)
+            seed = seed_epoch(recipe.seed, epoch, ctx)
+            skipped_before = len(data.skipped())
             try:
-                trained_metrics = train_one_epoch(trained, step_model, graph, recipe, optimiser, schedule, data,
-                                                  order, batch_size, generator, ctx, epoch, progress)
+                metrics = train_one_epoch(trainer, data.train, data.pixels, batch_size, epoch, seed, progress,
+                                          options.max_steps)
             except Diverged as stop:
                 raise TrainError(folder.diverged(stop, recipe)) from None
             distributed.share_buffers(model, ctx)
-            test_loss, test_accuracy = evaluate(model, graph, recipe, data.batches, data.pixels, data.test_x,
-                                                data.test_y, max(batch_size, 256), ctx)
-            m = {"epoch": epoch, "train_loss": trained_metrics["train_loss"],
-                 "train_accuracy": trained_metrics["train_accuracy"], "test_loss": test_loss,
-                 "test_accuracy": test_accuracy, "lr": optimiser.param_groups[0]["lr"],
-                 "images_per_second": trained_metrics["images_per_second"],
-                 "epoch_seconds": trained_metrics["epoch_seconds"],
-                 "train_seconds": (history[-1]["train_seconds"] if history else 0.0)
-                 + trained_metrics["epoch_seconds"]}
-            history.append(m)
+            metrics = {"epoch": epoch, **metrics, **validate(trainer, data, batch_size),
+                       "lr": optimiser.param_groups[0]["lr"],
+                       "train_seconds": (history[-1]["train_seconds"] if history else 0.0) + metrics["epoch_seconds"],
+                       # the images of the training and validation sets that this epoch could not read
+                       "skipped_images": len(set(data.skipped()[skipped_before:]))}
+            for skipped in dict.fromkeys(data.skipped()).keys() - named:  # each named the first time it is met
+                named.add(skipped)
+                log(f"skipped an unreadable image: {skipped}")
+            history.append(metrics)
+            best = folder.keep_if_best(trainer, history)
             if ctx.main:
-                folder.save_epoch(model, optimiser, schedule, history, config, best=test_accuracy > best_accuracy)
-            best_accuracy = max(best_accuracy, test_accuracy)
-            log(f"epoch {epoch}/{recipe.epochs}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.2%}"
-                f" | test loss {test_loss:.4f} acc {test_accuracy:.2%} | {m['images_per_second']:,.0f} img/s")
+                folder.save_epoch(trainer, history, config, best)
+            log(epoch_line(metrics, recipe.epochs))
     finally:
         progress.close()
-    return {**history[-1], "best_test_accuracy": best_accuracy, "run": str(folder.path)}
+    result = {**history[-1], **folder.best_of(history)}
+    test = test_chosen(trainer, data, folder, result, batch_size, log)
+    if ctx.main and test:
+        folder.write_metrics(history, test)
+    outcome = {key: test[key] for key in ("test_loss", "test_accuracy", "test_images")} if test else {}
+    return {**result, **outcome, "run": str(folder.path), "skipped_images": len(set(data.skipped()))}
+
+
+def check_training_size(model: torch.nn.Module, graph: Graph, recipe: Recipe, device: torch.device) -> None:
+    """A network trained at another size than its input (train_crop_size) must take that size: one image through
+    it before the run starts says so, rather than a failure at the first step."""
+    size = recipe.train_crop_size
+    if size is None or (size, size) == tuple(graph.input_shape[1:]):
+        return
+    shape = [graph.input_shape[0], size, size]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape, device=device))
+    except RuntimeError as err:
+        raise TrainError(f"train_crop_size = {size}: {graph.name} takes {list(graph.input_shape)} and cannot take "
+                         f"{shape} ({str(err).splitlines()[0]}); train at its input size") from None
+
+
+def validate(trainer: Trainer, data: TrainingData, batch_size: int) -> dict:
+    """The epoch's validation loss and accuracy, and the EMA's when there is one; nothing without validation."""
+    if data.val is None:
+        return {}
+    size = max(batch_size, 256)
+    loss, accuracy = evaluate(trainer.module, trainer.graph, trainer.recipe, data.val, data.pixels, size, trainer.ctx)
+    metrics = {"val_loss": loss, "val_accuracy": accuracy}
+    if trainer.ema is not None:
+        loss, accuracy = evaluate(trainer.ema.module, trainer.graph, trainer.recipe, data.val, data.pixels, size,
+                                  trainer.ctx)
+        metrics |= {"ema_val_loss": loss, "ema_val_accuracy": accuracy}
+    return metrics
+
+
+def test_chosen(trainer: Trainer, data: TrainingData, folder: RunFolder, chosen: dict, batch_size: int, log
+                ) -> dict | None:
+    """Evaluate the weights best.pt holds on the test set, once; None (and a line saying so) without one."""
+    if data.test is None:
+        log("no test set: the validation accuracy is the run's figure")
+        return None
+    model = to_module(trainer.graph).to(trainer.ctx.device)
+    model.load_state_dict(folder.best_state)
+    if uses_channels_last(trainer.recipe, trainer.ctx.device):
+        model = model.to(memory_format=torch.channels_last)
+    loss, accuracy = evaluate(model, trainer.graph, trainer.recipe, data.test, data.pixels, max(batch_size, 256),
+                              trainer.ctx)
+    test = {"split": "test", "weights": "best.pt", "selected": chosen["selected"], "epoch": chosen["best_epoch"],
+            "test_loss": loss, "test_accuracy": accuracy, "test_images": data.test.images}
+    log(f"test: {accuracy:.2%} (loss {loss:.4f}, {data.test.images:,} images) with best.pt, the "
+        f"{'EMA weights' if chosen['selected'] == 'ema' else 'weights'} of epoch {chosen['best_epoch']}"
+        f"{' (chosen on validation)' if data.val is not None else ' (the last epoch: no validation set)'}")
+    return test
+
+
+def startup_line(graph: Graph, model: torch.nn.Module, ctx: distributed.Context, data: TrainingData,
+                 recipe: Recipe, batch_size: int, folder: RunFolder, seconds: float) -> str:
+    params = sum(p.numel() for p in model.parameters())
+    processes = (f" x {ctx.world_size} processes ({ctx.backend}), batch {recipe.batch_size} = {ctx.world_size} x "
+                 f"{batch_size}" if ctx.distributed else f", batch {recipe.batch_size}")
+    return (f"{graph.name}: {params:,} parameters | {ctx.device}{processes} | {data.describe()} | run folder "
+            f"{folder.path} | ready in {seconds:.1f} s")
+
+
+def epoch_line(m: dict, epochs: int) -> str:
+    held_out = f" | val loss {m['val_loss']:.4f} acc {m['val_accuracy']:.2%}" if "val_accuracy" in m else ""
+    if "ema_val_accuracy" in m:
+        held_out += f" (EMA {m['ema_val_accuracy']:.2%})"
+    return (f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.2%}"
+            f"{held_out} | {m['images_per_second']:,.0f} img/s")
 
 
 def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, data_dir: str | None,
-                     device: str = "auto", download: bool = False) -> dict:
+                     device: str = "auto", download: bool = False, data_options: DataOptions | None = None) -> dict:
     """Test loss and accuracy of saved weights (a best.pt/last.pt, or a plain state_dict), in one process."""
     from netspec.backends.torch import WeightsError, load_weights
 
     ctx = distributed.Context(distributed.pick_device(device))
-    dataset = datasets.load(recipe.data, data_dir, graph.input_shape, graph.node(graph.output).shape[0], download)
-    fit_input(graph, dataset, recipe)
+    data = prepare(graph, recipe, data_dir, download, ctx, data_options or DataOptions())
+    if data.test is None:
+        raise TrainError(f"{data.name} has no test set to evaluate on (a test/ folder or test.csv)")
     model = to_module(graph)
     try:
         load_weights(model, weights)
     except WeightsError as err:
         raise TrainError(str(err)) from None
     model = model.to(ctx.device)
-    preprocess = make_preprocess(dataset, recipe, ctx.device)
-    loss, accuracy = evaluate(model, graph, recipe, preprocess, preprocess.pixels, dataset.test_x.to(ctx.device),
-                              dataset.test_y.to(ctx.device), 512, ctx)
-    return {"network": graph.name, "dataset": dataset.name, "test_images": len(dataset.test_x), "test_loss": loss,
+    loss, accuracy = evaluate(model, graph, recipe, data.test, data.pixels, 512, ctx)
+    return {"network": graph.name, "dataset": data.name, "test_images": data.test.images, "test_loss": loss,
             "test_accuracy": accuracy}
