@@ -163,10 +163,11 @@ def test_draw_opens_blocks_and_names_a_wrong_one():
 
 def test_outside_a_kernel_training_keeps_the_terminal_bar():
     pytest.importorskip("torch")
-    from netspec.train.progress import Silent, reporter
+    from netspec.train.progress import Lines, Silent, reporter
 
     assert not notebook.in_kernel()
-    assert type(reporter(True, main=True)) is Silent  # the terminal's choice: pytest's stderr is not a terminal
+    assert type(reporter(True, main=True)) is Lines  # the terminal's choice: pytest's stderr is not a terminal
+    assert type(reporter(True, main=False)) is Silent  # only rank 0 reports
 
 
 def test_live_progress_draws_the_running_epoch(monkeypatch):
