@@ -41,13 +41,14 @@ def measure(options, nproc: int, threads: int | None, global_batch: int) -> dict
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "netspec", "train", options.spec, "--data", "synthetic", "--device",
                    options.device, "--epochs", str(options.epochs), "--batch-size", str(global_batch),
-                   "--no-progress", "--out", str(Path(tmp) / "run"), *[f"--set={s}" for s in options.set]]
+                   "--validation", "0", "--no-progress", "--out", str(Path(tmp) / "run"), *[f"--set={s}" for s in options.set]]
         if nproc > 1:
             command += ["--nproc", str(nproc)]
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
         lines = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        lines = [m for m in lines if "split" not in m]  # the epochs, not the final test line
     seconds = statistics.median(m["epoch_seconds"] for m in lines[1:])
     steps = math.ceil(TRAIN_IMAGES / global_batch)
     return {"nproc": nproc, "threads": threads or 0, "global_batch": global_batch, "per_process": global_batch // nproc,

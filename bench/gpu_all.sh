@@ -51,7 +51,14 @@ capsnet_to_99_5() {
     tail -n 3 "$RESULTS/capsnet-run/metrics.jsonl"
 }
 
-ENTRIES=(torch_training onnx_cuda lenet_time_to_99 ddp_scaling capsnet_to_99_5)
+# Streamed image files (issue 17): netspec's loader against torchvision's ImageFolder + DataLoader on a generated
+# JPEG tree, same workers and transforms, with the GPU machine's cores (CPU work: it needs no GPU, but the
+# 2-core development machine cannot show how it scales with workers).
+streamed_data() {
+    python bench/stream_speed.py --workers 8 --repeats 3
+}
+
+ENTRIES=(torch_training onnx_cuda lenet_time_to_99 ddp_scaling capsnet_to_99_5 streamed_data)
 
 mkdir -p "$RESULTS"
 status=0

@@ -3,10 +3,12 @@
     python bench/train_speed.py --data-dir ../shared/data             # on the GPU machine
     python bench/train_speed.py --data-dir ../shared/data --lenet5    # also LeNet-5 (1998), 20 epochs
 
-For `specs/lenet.net` the trainer runs the recipe below; each epoch's test accuracy and the training
-time before it (evaluation excluded) are read from metrics.jsonl, giving the time from the first step to
-the first evaluation at >= 99.0 %. The hand-written loop trains the same module with the same recipe,
-data on the device, and is timed the same way. Medians of --repeats runs. Results go in docs/benchmarks.md.
+For `specs/lenet.net` the trainer runs the recipe below; each epoch's validation accuracy (the 6,000 images
+netspec holds out of the 60,000) and the training time before it (evaluation excluded) are read from
+metrics.jsonl, giving the time from the first step to the first evaluation at >= 99.0 %; the test accuracy is
+that of best.pt, evaluated once. The hand-written loop trains the same module with the same recipe on the
+same 54,000 images, data on the device, and is timed the same way. Medians of --repeats runs. Results go in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import netspec
 from netspec import data as datasets
 from netspec.recipe import Recipe
 from netspec.train import run
+from netspec.train.sources import hold_out
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.99
@@ -35,19 +38,22 @@ def netspec_run(recipe: Recipe, data_dir: str, overrides: dict, spec: str) -> tu
     with tempfile.TemporaryDirectory() as tmp:
         run(graph, recipe, Path(tmp) / "run", data_dir, "auto", progress=False, log=lambda m: None)
         lines = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    reached = next((m["train_seconds"] for m in lines if m["test_accuracy"] >= TARGET), None)
-    return reached, lines[-1]["test_accuracy"], statistics.median(m["epoch_seconds"] for m in lines), len(lines)
+    epochs, test = lines[:-1], lines[-1]
+    reached = next((m["train_seconds"] for m in epochs if m["val_accuracy"] >= TARGET), None)
+    return reached, test["test_accuracy"], statistics.median(m["epoch_seconds"] for m in epochs), len(epochs)
 
 
 def hand_written(recipe: Recipe, data_dir: str) -> tuple[float | None, float, float]:
-    """The anchor: a plain loop over the same module, data resident on the device."""
+    """The anchor: a plain loop over the same module, data resident on the device; (time to 99.0 % on the
+    validation images, their final accuracy, median epoch)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d = datasets.load("mnist", data_dir, (1, 28, 28), 10)
-    x = d.train_x.to(device).float().div_(255)
+    kept, held = hold_out(len(d.train_x), recipe.validation)  # netspec's validation images, evaluated each epoch
+    x = d.train_x[kept].to(device).float().div_(255)
     mean, std = x.mean(), x.std()
     x = (x - mean) / std
-    tx = (d.test_x.to(device).float().div_(255) - mean) / std
-    y, ty = d.train_y.to(device), d.test_y.to(device)
+    tx = (d.train_x[held].to(device).float().div_(255) - mean) / std
+    y, ty = d.train_y[kept].to(device), d.train_y[held].to(device)
     torch.manual_seed(recipe.seed)
     model = netspec.compile(ROOT / "specs/lenet.net", seed=recipe.seed).to(device)
     steps = (len(x) + recipe.batch_size - 1) // recipe.batch_size
@@ -97,19 +103,20 @@ def main() -> None:
     ours = [netspec_run(recipe, options.data_dir, {}, "specs/lenet.net") for _ in range(options.repeats)]
     anchor = [hand_written(recipe, options.data_dir) for _ in range(options.repeats)]
 
-    def summary(results):
+    def summary(results, final: str):
         times = [r[0] for r in results if r[0] is not None]
         reached = f"median {statistics.median(times):.2f} s ({len(times)}/{len(results)} runs reached 99.0%)" \
             if times else "never reached 99.0%"
-        return (f"{reached}; final accuracy median {statistics.median(r[1] for r in results):.2%}; "
+        return (f"{reached} (validation); {final} median {statistics.median(r[1] for r in results):.2%}; "
                 f"median epoch {statistics.median(r[2] for r in results):.3f} s")
 
     print(f"LeNet (ReLU), batch {options.batch_size}, Adam + one-cycle lr {options.lr}, {options.epochs} epochs")
-    print(f"  netspec train:   {summary(ours)}")
-    print(f"  hand-written:    {summary(anchor)}")
+    print(f"  netspec train:   {summary(ours, 'test accuracy of best.pt')}")
+    print(f"  hand-written:    {summary(anchor, 'validation accuracy after the last epoch')}")
     if options.lenet5:
         graph = netspec.load(ROOT / "specs/lenet5.net")
         reached, accuracy, _, epochs = netspec_run(Recipe(**graph.recipe), options.data_dir, {}, "specs/lenet5.net")
+        # test accuracy of best.pt, chosen on the validation images
         print(f"LeNet-5 (1998), its spec's recipe, {epochs} epochs: test accuracy {accuracy:.2%} "
               f"(error {1 - accuracy:.2%}; the paper reports 0.95%)")
 

@@ -207,10 +207,11 @@ def test_training_transforms_follow_the_recipe():
     cifar = train_transform(Recipe(augment="flip+crop"), SMALL, True, MEAN, STD)
     assert kinds(cifar) == ["RandomCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]
     assert (cifar.transforms[0].size, cifar.transforms[0].padding) == ((32, 32), [4, 4, 4, 4])
-    # MNIST into LeNet-5: padded 28 -> 32, then shifted by up to 2 pixels (4 at 32 and above).
+    # MNIST into LeNet-5: padded 28 -> 32, then shifted by up to 2 pixels, as a 28-pixel image is (4 from 32 up),
+    # the same shift as the in-memory path's
     lenet = train_transform(Recipe(augment="crop", pad=2, normalize=False), SMALL, True, [0.1], [0.3])
     assert kinds(lenet) == ["Pad", "RandomCrop", "ToDtype"]
-    assert (lenet.transforms[0].padding, lenet.transforms[1].padding) == (2, [4, 4, 4, 4])
+    assert (lenet.transforms[0].padding, lenet.transforms[1].padding) == (2, [2, 2, 2, 2])
     small = train_transform(Recipe(augment="crop"), (28, 28), True, [0.1], [0.3])
     assert small.transforms[0].padding == [2, 2, 2, 2]
     center = train_transform(Recipe(train_crop="center"), (224, 224), True, MEAN, STD)

@@ -330,3 +330,13 @@ def test_a_val_folder_is_the_validation_set(tmp_path):
     assert "tree streamed: 61 train, 20 validation (val/ folder), no test set" in messages[0]
     assert "no test set: the validation accuracy is the run's figure" in messages
     assert "test_accuracy" not in result and "split" not in lines_of(tmp_path / "run")[-1]
+
+
+def test_pixel_statistics_from_histograms_equal_torchs_mean_and_std():
+    from netspec.train.sources import pixel_statistics
+
+    images = torch.randint(0, 256, (300, 3, 7, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mean, std = pixel_statistics(images)
+    pixels = images.double() / 255
+    torch.testing.assert_close(mean.flatten().double(), pixels.mean(dim=(0, 2, 3)), rtol=0, atol=1e-7)
+    torch.testing.assert_close(std.flatten().double(), pixels.std(dim=(0, 2, 3)), rtol=0, atol=1e-7)

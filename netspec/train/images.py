@@ -336,9 +336,12 @@ def eval_resize(recipe: Recipe, crop: tuple[int, int]) -> int:
     return recipe.val_resize_size or round(max(crop) * RESIZE_PER_CROP)
 
 
-def _random_crop(recipe: Recipe, size: tuple[int, int]) -> list:
-    """For "crop" in augment: a random crop of each `size` image padded by 4 pixels (2 below 32)."""
-    return [v2.RandomCrop(size, padding=4 if size[-1] >= 32 else 2)] if "crop" in recipe.augment else []
+def _random_crop(recipe: Recipe, size: tuple[int, int], width: int) -> list:
+    """For "crop" in augment: a random crop of each `size` image padded as the in-memory path pads an image
+    `width` wide before the recipe's `pad` (4 pixels from 32 up, 2 below: sources.crop_padding)."""
+    from netspec.train.sources import crop_padding
+
+    return [v2.RandomCrop(size, padding=crop_padding(width))] if "crop" in recipe.augment else []
 
 
 def _to_input(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> list:
@@ -360,9 +363,10 @@ def train_transform(recipe: Recipe, size: tuple[int, int], same_size: bool, mean
         steps = [v2.RandomResizedCrop(crop, interpolation=interpolation, antialias=True)]
     elif recipe.train_crop == "center":
         steps = [v2.Resize(eval_resize(recipe, crop), interpolation=interpolation, antialias=True),
-                 v2.CenterCrop(crop)] + _random_crop(recipe, crop)
+                 v2.CenterCrop(crop)] + _random_crop(recipe, crop, crop[-1])
     else:  # images of the network's size once padded
-        steps = ([v2.Pad(recipe.pad)] if recipe.pad else []) + _random_crop(recipe, tuple(size))
+        steps = ([v2.Pad(recipe.pad)] if recipe.pad else []) + _random_crop(recipe, tuple(size),
+                                                                            size[-1] - 2 * recipe.pad)
     if "flip" in recipe.augment:
         steps.append(v2.RandomHorizontalFlip(0.5))
     policy = recipe.auto_augment

@@ -57,16 +57,17 @@ class Preprocess:
         return self.augmented(self.fixed(images), training, generator)
 
     def fixed(self, images: torch.Tensor) -> torch.Tensor:
-        """The deterministic part: scale, permute, pad, normalise."""
-        x = images.float().div_(255)
+        """The deterministic part: permute, pad (black), scale and normalise. Permuting and padding the uint8
+        images and normalising in place as one multiply-add makes a single float copy of them."""
+        x = images
         if self.permutation is not None:
             n, c, h, w = x.shape
             x = x.reshape(n, c, h * w)[:, :, self.permutation].reshape(n, c, h, w)
         if self.pad:
             x = F.pad(x, (self.pad,) * 4)
-        if self.normalize:
-            x = (x - self.mean) / self.std
-        return x
+        if not self.normalize:
+            return x.float().div_(255)
+        return x.float().mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
         """A prepared batch with the normalisation undone, pixels in [0, 1]: what a reconstruction reproduces."""
@@ -140,9 +141,7 @@ def make_preprocess(dataset: datasets.Dataset, recipe: Recipe, device, images: t
                     ) -> Preprocess:
     """The preprocessing of an in-memory dataset, normalised by the statistics of `images` (default: its
     training images)."""
-    x = (dataset.train_x if images is None else images).float().div_(255)
-    mean = x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
+    mean, std = pixel_statistics(dataset.train_x if images is None else images)
     permutation = None
     if recipe.permute_pixels is not None:
         h, w = dataset.shape[1:]
@@ -150,6 +149,17 @@ def make_preprocess(dataset: datasets.Dataset, recipe: Recipe, device, images: t
         permutation = permutation.to(device)
     return Preprocess(mean.to(device), std.to(device), recipe.pad, recipe.normalize, permutation, recipe.augment,
                       crop_padding(dataset.shape[-1]))
+
+
+def pixel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation ([1, C, 1, 1]) of uint8 images as pixels in [0, 1], from each
+    channel's histogram of byte values: exact, and without a float copy of the images."""
+    counts = torch.stack([torch.bincount(images[:, c].flatten(), minlength=256) for c in range(images.shape[1])])
+    values = torch.arange(256, dtype=torch.float64) / 255
+    total = counts.sum(1, dtype=torch.float64)
+    mean = (counts * values).sum(1) / total
+    variance = (counts * (values - mean[:, None]) ** 2).sum(1) / (total - 1).clamp_min(1)  # as Tensor.std()
+    return (mean.float().view(1, -1, 1, 1), variance.sqrt().float().clamp_min(1e-6).view(1, -1, 1, 1))
 
 
 def hold_out(count: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,9 +375,7 @@ def _from_tensors(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, ctx: 
         raise TrainError("permute_pixels shuffles pixels on the in-memory path only; leave out --data-mode stream")
     channels = graph.input_shape[0]
     train_x = _to_channels(dataset.train_x, channels)
-    scaled = train_x[train].float().div_(255)
-    mean = scaled.mean(dim=(0, 2, 3)).tolist()
-    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    mean, std = (t.flatten().tolist() for t in pixel_statistics(train_x[train]))
 
     def split(x, y, training):
         return _streamed_tensors(graph, recipe, _to_channels(x, channels), y, mean, std, training, ctx, options)
