@@ -340,3 +340,15 @@ def test_pixel_statistics_from_histograms_equal_torchs_mean_and_std():
     pixels = images.double() / 255
     torch.testing.assert_close(mean.flatten().double(), pixels.mean(dim=(0, 2, 3)), rtol=0, atol=1e-7)
     torch.testing.assert_close(std.flatten().double(), pixels.std(dim=(0, 2, 3)), rtol=0, atol=1e-7)
+
+
+def test_a_training_set_of_unreadable_images_is_a_clear_error(tmp_path):
+    spec = tmp_path / "tiny.net"
+    spec.write_text("network Tiny(classes=2) { input x: [1, 8, 8]  flatten()  linear(classes) }")
+    for name in ("a", "b"):
+        (tmp_path / "tree" / "train" / name).mkdir(parents=True)
+        (tmp_path / "tree" / "train" / name / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(TrainError, match=r"no training image of epoch 1 could be read \(2 skipped\): .*broken\.png"):
+        run(netspec.load(spec), Recipe(data="imagefolder", epochs=1, validation=0.0), tmp_path / "run",
+            str(tmp_path / "tree"), "cpu", progress=False, log=lambda m: None,
+            options=RunOptions(data=DataOptions(workers=0)))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from netspec.ir import Graph
 from netspec.recipe import Recipe
 from netspec.train.distributed import Context, any_process, sum_over_processes
+from netspec.train.errors import TrainError
 from netspec.train.optim import ema_step
 from netspec.train.progress import Progress
 from netspec.train.sources import Split
@@ -181,7 +182,7 @@ def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epo
     if max_steps is not None:
         steps = min(steps, max_steps)
     accumulate = recipe.grad_accumulation
-    seen = 0
+    seen, pending = 0, False
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
     if device.type == "cuda":
@@ -209,17 +210,23 @@ def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epo
             (trainer.scaler.scale(scaled) if trainer.scaler else scaled).backward()
         if steps_now:
             optimiser_step(trainer, epoch)
+        pending = not steps_now
         seen += len(y)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         if progress.per_step:
             progress.step(float(loss_sum) / seen, int(correct) / seen,
                           seen * ctx.world_size / (time.perf_counter() - began))
+    if pending:  # the batches ran out mid-group (unreadable images left some out): the group still steps
+        optimiser_step(trainer, epoch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - began
     progress.epoch_ended()
     total_loss, total_correct, total_seen = sum_over_processes([loss_sum, correct, seen], ctx)
+    if not total_seen:
+        raise TrainError(f"no training image of epoch {epoch} could be read ({len(split.skipped)} skipped): "
+                         f"{split.skipped[0] if split.skipped else 'the training set is empty'}")
     if not math.isfinite(total_loss):
         raise Diverged(total_loss, epoch, steps - 1)
     return {"train_loss": total_loss / total_seen, "train_accuracy": total_correct / total_seen,

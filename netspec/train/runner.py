@@ -116,7 +116,7 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
                        "train_seconds": (history[-1]["train_seconds"] if history else 0.0) + metrics["epoch_seconds"],
                        # the images of the training and validation sets that this epoch could not read
                        "skipped_images": len(set(data.skipped()[skipped_before:]))}
-            for skipped in dict.fromkeys(data.skipped()).keys() - named:  # each named the first time it is met
+            for skipped in [s for s in dict.fromkeys(data.skipped()) if s not in named]:  # named once, in order
                 named.add(skipped)
                 log(f"skipped an unreadable image: {skipped}")
             history.append(metrics)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +175,7 @@ def hold_out(count: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     return keep.nonzero().flatten(), chosen.sort().values
 
 
-class Split:
+class Split(ABC):
     """One split's images as batches on the device, this process's share of them. `skipped` collects the
     images that could not be read ("path: reason"), as they are met."""
 
@@ -185,13 +186,13 @@ class Split:
         """Training steps per epoch for each process: DistributedSampler gives each ceil(images / N)."""
         return math.ceil(math.ceil(self.images / world_size) / batch_size)
 
+    @abstractmethod
     def training_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's shard of the epoch's shuffle, augmented; `seed` draws the augmentation."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluation_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's shard, in order, as evaluated."""
-        raise NotImplementedError
 
 
 class MemorySplit(Split):
