@@ -195,8 +195,9 @@ def test_train_adds_each_auxiliary_loss_times_aux_weight(tmp_path):
         spec.write_text(TINY.format(weight=weight))
         out = tmp_path / f"run_{weight}"
         assert main(["train", str(spec), "--epochs", "1", "--batch-size", "4096", "--device", "cpu", "--seed", "0",
-                     "--no-progress", "--out", str(out)]) == 0
-        [epoch] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+                     "--validation", "0", "--no-progress", "--out", str(out)]) == 0
+        epoch, test = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert (epoch["epoch"], test["split"]) == (1, "test")
         losses[weight] = epoch["train_loss"]
 
     graph = netspec.load(tmp_path / "tiny_0.0.net")
