@@ -352,3 +352,26 @@ def test_a_training_set_of_unreadable_images_is_a_clear_error(tmp_path):
         run(netspec.load(spec), Recipe(data="imagefolder", epochs=1, validation=0.0), tmp_path / "run",
             str(tmp_path / "tree"), "cpu", progress=False, log=lambda m: None,
             options=RunOptions(data=DataOptions(workers=0)))
+
+
+def test_every_recipe_setting_has_a_typed_flag(in_repo):
+    from netspec.cli import _recipe, build_parser
+
+    options = build_parser().parse_args(
+        ["train", "specs/lenet.net", "--warmup-epochs", "2", "--schedule", "cosine", "--ema", "--no-normalize",
+         "--precision", "bf16", "--clip-grad-norm", "0.5", "--norm-weight-decay", "0", "--mixup-alpha", "0.2",
+         "--auto-augment", "ta_wide", "--train-crop-size", "24", "--validation", "0.2"])
+    recipe = _recipe(options, netspec.load("specs/lenet.net"))
+    assert (recipe.warmup_epochs, recipe.schedule, recipe.ema, recipe.normalize, recipe.precision) == (
+        2, "cosine", True, False, "bf16")
+    assert (recipe.clip_grad_norm, recipe.norm_weight_decay, recipe.mixup_alpha, recipe.auto_augment) == (
+        0.5, 0.0, 0.2, "ta_wide")
+    assert (recipe.train_crop_size, recipe.validation, recipe.epochs) == (24, 0.2, 12)  # epochs: the spec's
+    flags = {action.dest for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert set(Recipe.model_fields) <= flags
+
+
+def test_a_contradictory_recipe_is_one_line_without_a_flag_name(in_repo, capsys):
+    assert main(["train", "specs/lenet.net", "--warmup-epochs", "2"]) == 2  # lenet.net's schedule is one-cycle
+    assert capsys.readouterr().err == ("netspec train: warmup_epochs goes with schedule \"cosine\", \"step\" or "
+                                       "\"none\": one-cycle warms up by itself\n")
