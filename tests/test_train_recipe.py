@@ -375,3 +375,10 @@ def test_a_contradictory_recipe_is_one_line_without_a_flag_name(in_repo, capsys)
     assert main(["train", "specs/lenet.net", "--warmup-epochs", "2"]) == 2  # lenet.net's schedule is one-cycle
     assert capsys.readouterr().err == ("netspec train: warmup_epochs goes with schedule \"cosine\", \"step\" or "
                                        "\"none\": one-cycle warms up by itself\n")
+
+
+def test_eval_normalises_as_the_run_did_whatever_the_split_now(in_repo, tmp_path, capsys):
+    result = train(tmp_path / "run", epochs=1, validation=0.3)  # statistics of 1,400 training images
+    assert main(["eval", "specs/lenet.net", "--weights", str(tmp_path / "run" / "best.pt"), "--data-dir", DATA,
+                 "--device", "cpu"]) == 0  # the spec's recipe holds out 10 %: other images, other statistics
+    assert f"accuracy {result['test_accuracy']:.2%}, loss {result['test_loss']:.4f}" in capsys.readouterr().out

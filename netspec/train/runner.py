@@ -10,6 +10,7 @@ they do better), and the test set is evaluated once, at the end, for those weigh
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,11 @@ def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, da
     from netspec.backends.torch import WeightsError, load_weights
 
     ctx = distributed.Context(distributed.pick_device(device))
-    data = prepare(graph, recipe, data_dir, download, ctx, data_options or DataOptions())
+    options = data_options or DataOptions()
+    saved = saved_normalization(weights)
+    if saved is not None and options.statistics is None:
+        options = dataclasses.replace(options, statistics=saved)
+    data = prepare(graph, recipe, data_dir, download, ctx, options)
     if data.test is None:
         raise TrainError(f"{data.name} has no test set to evaluate on (a test/ folder or test.csv)")
     model = to_module(graph)
@@ -218,3 +223,19 @@ def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, da
     loss, accuracy = evaluate(model, graph, recipe, data.test, data.pixels, 512, ctx)
     return {"network": graph.name, "dataset": data.name, "test_images": data.test.images, "test_loss": loss,
             "test_accuracy": accuracy}
+
+
+def saved_normalization(weights: Path | str | list) -> tuple[list[float], list[float]] | None:
+    """The normalisation a netspec checkpoint's run used (its config.json's), for weights given as one file."""
+    entries = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    if len(entries) != 1 or not Path(entries[0]).is_file():
+        return None
+    try:
+        checkpoint = torch.load(entries[0], map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint: load_weights says so
+        return None
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    normalization = config.get("normalization") if isinstance(config, dict) else None
+    if not normalization or not {"mean", "std"} <= set(normalization):
+        return None
+    return list(normalization["mean"]), list(normalization["std"])

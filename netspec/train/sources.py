@@ -138,11 +138,14 @@ def _fit_classes(graph: Graph, name: str, classes: int) -> None:
                          f"give the network {classes} outputs{hint}")
 
 
-def make_preprocess(dataset: datasets.Dataset, recipe: Recipe, device, images: torch.Tensor | None = None
-                    ) -> Preprocess:
-    """The preprocessing of an in-memory dataset, normalised by the statistics of `images` (default: its
-    training images)."""
-    mean, std = pixel_statistics(dataset.train_x if images is None else images)
+def make_preprocess(dataset: datasets.Dataset, recipe: Recipe, device, images: torch.Tensor | None = None,
+                    statistics: tuple[list[float], list[float]] | None = None) -> Preprocess:
+    """The preprocessing of an in-memory dataset, normalised by `statistics` (per-channel mean and std) when
+    given, else by those of `images` (default: its training images)."""
+    if statistics is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in statistics)
+    else:
+        mean, std = pixel_statistics(dataset.train_x if images is None else images)
     permutation = None
     if recipe.permute_pixels is not None:
         h, w = dataset.shape[1:]
@@ -279,6 +282,9 @@ class DataOptions:
     mode: str = "auto"
     workers: int | None = None
     limit_eval: int | None = None
+    # The normalisation (per-channel mean, std) to apply instead of the training images': a checkpoint's, so
+    # that `netspec eval` normalises as the run did whatever validation split its settings give.
+    statistics: tuple[list[float], list[float]] | None = None
 
 
 @dataclass
@@ -367,7 +373,8 @@ def _from_tensors(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, ctx: 
     val = val[:limit]
     if mode == "memory":
         return _in_memory(graph, recipe, dataset, (dataset.train_x[train], dataset.train_y[train]),
-                          (dataset.train_x[val], dataset.train_y[val]), (test_x, test_y), ctx, validation_from)
+                          (dataset.train_x[val], dataset.train_y[val]), (test_x, test_y), ctx, validation_from,
+                          options.statistics)
     if len(graph.input_shape) != 3:
         raise TrainError(f"{graph.name} takes input {list(graph.input_shape)}; the network must take images "
                          "[C, H, W]")
@@ -376,7 +383,7 @@ def _from_tensors(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, ctx: 
         raise TrainError("permute_pixels shuffles pixels on the in-memory path only; leave out --data-mode stream")
     channels = graph.input_shape[0]
     train_x = _to_channels(dataset.train_x, channels)
-    mean, std = (t.flatten().tolist() for t in pixel_statistics(train_x[train]))
+    mean, std = options.statistics or [t.flatten().tolist() for t in pixel_statistics(train_x[train])]
 
     def split(x, y, training):
         return _streamed_tensors(graph, recipe, _to_channels(x, channels), y, mean, std, training, ctx, options)
@@ -388,11 +395,11 @@ def _from_tensors(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, ctx: 
 
 
 def _in_memory(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, train, val, test, ctx: Context,
-               validation_from: str) -> TrainingData:
+               validation_from: str, statistics=None) -> TrainingData:
     """Splits held on the device; `dataset` (its shape, name and classes) is what the network is checked
     against, each split an (images, labels) pair, `test` possibly empty."""
     fit_input(graph, dataset, recipe)
-    preprocess = make_preprocess(dataset, recipe, ctx.device, train[0])
+    preprocess = make_preprocess(dataset, recipe, ctx.device, train[0], statistics)
     c, h, w = graph.input_shape
     prepare = (len(train[0]) + len(val[0]) + len(test[0])) * c * h * w * 4 <= PREPARED_BYTES
 
