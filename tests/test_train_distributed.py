@@ -308,3 +308,30 @@ def test_an_unreachable_rendezvous_is_one_line_after_the_timeout(tmp_path):
     assert done.stderr == (f"netspec train: rank 1 cannot reach the rendezvous at 127.0.0.1:{port} within 2 s; "
                            "check the address and port (torchrun --rdzv-endpoint, or MASTER_ADDR and MASTER_PORT) "
                            "and that rank 0's machine is up; --dist-timeout sets the wait\n")
+
+
+def test_two_processes_stream_an_image_folder_and_report_a_corrupt_file_once(tmp_path):
+    """Streamed data under DDP: each process reads its DistributedSampler shard through its own DataLoader; the
+    test set of best.pt is evaluated in two shards, summed, and equals one process's evaluation of it."""
+    from test_train_recipe import image_tree
+
+    spec = tmp_path / "tiny.net"
+    spec.write_text("network Tiny(classes=2) { input x: [3, 32, 32]  conv(4, kernel=3) -> relu()  "
+                    "global_avgpool()  flatten()  linear(classes) }")
+    root = image_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    done = launch(netspec_command("train", str(spec), "--data", "imagefolder", "--data-dir", str(root), "--device",
+                                  "cpu", "--no-progress", "--epochs", "2", "--batch-size", "16", "--lr", "0.01",
+                                  "--workers", "0", "--validation", "0", "--nproc", "2", "--out", str(out)))
+    assert done.returncode == 0, done.stderr
+    assert "tree streamed: 61 train, 20 test | " in done.stdout
+    assert done.stdout.count("skipped an unreadable image: ") == 1  # rank 0 reports every process's, once
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["skipped_images"] for m in lines[:2]] == [1, 1]  # met each epoch, by whichever process read it
+    test = lines[-1]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["world_size"], config["data_mode"], test["test_images"]) == (2, "stream", 20)
+    recipe = Recipe(data="imagefolder", epochs=2, batch_size=16, lr=0.01, validation=0.0)
+    evaluated = evaluate_weights(netspec.load(spec), out / "best.pt", recipe, str(root), "cpu")
+    assert evaluated["test_accuracy"] == test["test_accuracy"]
+    assert evaluated["test_loss"] == pytest.approx(test["test_loss"], rel=1e-5)

@@ -330,6 +330,15 @@ def share_buffers(model: torch.nn.Module, ctx: Context) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def gathered(items: list, ctx: Context) -> list:
+    """Every process's `items`, concatenated in rank order (all_gather_object); `items` itself with one."""
+    if not ctx.distributed:
+        return list(items)
+    everyone = [None] * ctx.world_size
+    dist.all_gather_object(everyone, list(items))
+    return [item for part in everyone for item in part]
+
+
 def raise_on_every_process(error: str | None, ctx: Context) -> None:
     """Rank 0's failure (`error`), raised on every process, so that none waits for rank 0 in a collective."""
     if ctx.distributed:

@@ -112,14 +112,15 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
             except Diverged as stop:
                 raise TrainError(folder.diverged(stop, recipe)) from None
             distributed.share_buffers(model, ctx)
-            metrics = {"epoch": epoch, **metrics, **validate(trainer, data, batch_size),
-                       "lr": optimiser.param_groups[0]["lr"],
+            metrics = {"epoch": epoch, **metrics, **validate(trainer, data, batch_size)}
+            # the images of the training and validation sets that this epoch could not read, in every process
+            skipped = distributed.gathered(data.skipped()[skipped_before:], ctx)
+            metrics = {**metrics, "lr": optimiser.param_groups[0]["lr"],
                        "train_seconds": (history[-1]["train_seconds"] if history else 0.0) + metrics["epoch_seconds"],
-                       # the images of the training and validation sets that this epoch could not read
-                       "skipped_images": len(set(data.skipped()[skipped_before:]))}
-            for skipped in [s for s in dict.fromkeys(data.skipped()) if s not in named]:  # named once, in order
-                named.add(skipped)
-                log(f"skipped an unreadable image: {skipped}")
+                       "skipped_images": len(set(skipped))}
+            for image in [s for s in dict.fromkeys(skipped) if s not in named]:  # each named once, in order
+                named.add(image)
+                log(f"skipped an unreadable image: {image}")
             history.append(metrics)
             best = folder.keep_if_best(trainer, history)
             if ctx.main:
