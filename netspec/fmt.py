@@ -281,6 +281,17 @@ def _trailing(comments: list[Comment]) -> list:
     return [Suffix(c.text) for c in comments]
 
 
+def _with_comments(piece: Piece) -> list:
+    """A piece's own comments above it (a blank line kept where one was), then the piece and its trailing ones."""
+    out = []
+    for n, c in enumerate(piece.lead):
+        out += [c.text, HARDLINE]
+        following = piece.lead[n + 1].blank_before if n + 1 < len(piece.lead) else piece.blank
+        if following:
+            out.append(HARDLINE)
+    return out + [piece.doc, *_trailing(piece.trail)]
+
+
 class _Kids:
     """A node's children for its layout; `k[i]` is child i with the comments it keeps in place."""
 
@@ -393,12 +404,7 @@ def _statements(pieces: list[Piece], close: Piece) -> list:
         out.append(HARDLINE)
         if j > 0 and blank:
             out.append(HARDLINE)
-        for n, c in enumerate(piece.lead):
-            out += [c.text, HARDLINE]
-            following = piece.lead[n + 1].blank_before if n + 1 < len(piece.lead) else piece.blank
-            if following:
-                out.append(HARDLINE)
-        out += [piece.doc, *_trailing(piece.trail)]
+        out += _with_comments(piece)
     for n, c in enumerate(close.lead):  # comments after the last statement
         out.append(HARDLINE)
         if c.blank_before and (n or pieces):
@@ -557,12 +563,7 @@ def _module(items: list[Piece], end_comments: list[Comment]) -> list:
             out.append(HARDLINE)
             if blank or not same:
                 out.append(HARDLINE)
-        for n, c in enumerate(item.lead):
-            out += [c.text, HARDLINE]
-            following = item.lead[n + 1].blank_before if n + 1 < len(item.lead) else item.blank
-            if following:
-                out.append(HARDLINE)
-        out += [item.doc, *_trailing(item.trail)]
+        out += _with_comments(item)
     for n, c in enumerate(end_comments):
         if out:
             out.append(HARDLINE)

@@ -797,6 +797,15 @@ class NetspecServer(LanguageServer):
             return None
         return self.good[uri], self.texts[uri][0]
 
+    def occurrence(self, uri: str, position: lsp.Position) -> tuple[Analysis, Occurrence] | None:
+        """(analysis, the name occurrence under the cursor), or None where there is none."""
+        found = self.to_analysis(uri, position)
+        if found is None:
+            return None
+        analysis, offset = found
+        o = analysis.at(offset)
+        return None if o is None else (analysis, o)
+
     def to_analysis(self, uri: str, position: lsp.Position) -> tuple[Analysis, int] | None:
         found = self.context(uri)
         if found is None:
@@ -838,13 +847,10 @@ class NetspecServer(LanguageServer):
                 if u != analysis.uri and path in a.files and a.sources.texts.get(self._name_in(a, path)) == text]
 
     def hover(self, uri: str, position: lsp.Position) -> lsp.Hover | None:
-        found = self.to_analysis(uri, position)
+        found = self.occurrence(uri, position)
         if found is None:
             return None
-        analysis, offset = found
-        o = analysis.at(offset)
-        if o is None:
-            return None
+        analysis, o = found
         text = Hovers(analysis, self.others(analysis)).occurrence(o)
         if not text:
             return None
@@ -852,13 +858,10 @@ class NetspecServer(LanguageServer):
         return lsp.Hover(lsp.MarkupContent(lsp.MarkupKind.Markdown, text), location.range if location else None)
 
     def definition(self, uri: str, position: lsp.Position) -> list[lsp.Location] | None:
-        found = self.to_analysis(uri, position)
+        found = self.occurrence(uri, position)
         if found is None:
             return None
-        analysis, offset = found
-        o = analysis.at(offset)
-        if o is None:
-            return None
+        analysis, o = found
         if o.kind == "import":
             target = self.imported(analysis, o.node)
             return [lsp.Location(from_fs_path(str(target)), lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)))] \
