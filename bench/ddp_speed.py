@@ -79,7 +79,7 @@ def main() -> None:
         batch = options.batch_size * n if scaling == "weak" else options.batch_size
         # (processes, threads, global batch); on the CPU, one process also on the share of the cores each of
         # the N gets, so that what DDP itself costs shows apart from how the cores are used.
-        configs = [(1, None, options.batch_size), (n, None, batch)]
+        configs = [(1, None, options.batch_size)] + ([(n, None, batch)] if n > 1 else [])
         if options.device == "cpu":
             configs = [(1, cores, options.batch_size), (1, max(1, cores // n), options.batch_size),
                        (n, max(1, cores // n), batch)]
