@@ -73,9 +73,10 @@ def time_process(argv: list[str], runs: int) -> list[float]:
 
 
 def stages(path: Path, runs: int) -> dict[str, float]:
-    from netspec.lower import load_program, lower
-    from netspec.passes import PASSES
-    from netspec.summary import summarize
+    from netspec.semantics.lower import lower
+    from netspec.semantics.program import load_program
+    from netspec.analysis.passes import PASSES
+    from netspec.analysis.summary import summarize
 
     found: dict[str, list[float]] = {"parse": [], "lower": [], "passes": [], "summary": []}
     for _ in range(runs):

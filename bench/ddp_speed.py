@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN_IMAGES = 4096  # netspec.data.synthetic's training set
+TRAIN_IMAGES = 4096  # netspec.train.datasets.synthetic's training set
 
 
 def measure(options, nproc: int, threads: int | None, global_batch: int) -> dict:

@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--only", help="run the cases whose name contains this text")
     options = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from netspec.limits import DEFAULT
+    from netspec.ground.limits import DEFAULT
 
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python "

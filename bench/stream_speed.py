@@ -36,10 +36,10 @@ from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg
 from torchvision.transforms import v2
 
-from netspec.recipe import Recipe
-from netspec.train.images import ImageFiles, make_loader, scan_image_folder, train_transform
+from netspec.semantics.recipe import Recipe
+from netspec.train.images import ImageFiles, make_loader, scan_image_folder
+from netspec.train.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CROP = (224, 224)
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; every loader here still uses them.
 warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)

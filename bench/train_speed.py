@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 import netspec
-from netspec import data as datasets
-from netspec.recipe import Recipe
+from netspec.train import datasets
+from netspec.semantics.recipe import Recipe
 from netspec.train import run
-from netspec.train.sources import hold_out
+from netspec.train.splits import hold_out
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.99

@@ -7,19 +7,22 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from netspec.errors import Diagnostic, NetspecError, Sources, render, render_all
+from netspec.analysis.pipeline import Analysis, analyse
+from netspec.analysis.summary import Summary, summarize
+from netspec.analysis.tables import show_tables
+from netspec.ground.errors import Diagnostic, NetspecError, Sources, render, render_all
+from netspec.ground.limits import DEFAULT, Limits
+from netspec.ground.version import __version__
 from netspec.ir import Graph, Node
-from netspec.limits import DEFAULT, Limits
-from netspec.lower import load_program, lower
-from netspec.passes import PASSES
-from netspec.summary import Summary, summarize
+from netspec.language.evaluate import show
 
-__version__ = "0.1.0"
-__all__ = ["Diagnostic", "Graph", "Limits", "NetspecError", "Node", "Sources", "Summary", "compile", "load", "render",
-           "render_all", "split_spec", "summarize"]
+__all__ = ["Analysis", "Diagnostic", "Graph", "Limits", "NetspecError", "Node", "Sources", "Summary", "__version__",
+           "analyse", "compile", "load", "render", "render_all", "split_spec", "summarize"]
 
 
 def split_spec(spec: str | Path) -> tuple[Path, str | None]:
@@ -37,23 +40,16 @@ def load(spec: str | Path, sources: Sources | None = None, limits: Limits = DEFA
     `limits` sets the ceilings (sizes, nesting, where imports may read) that keep hostile input harmless.
     """
     path, network = split_spec(spec)
-    program = load_program(path, sources, limits)
-    graph = lower(program, network, overrides)
-    for run_pass in PASSES:
-        graph = run_pass(graph, limits)
-    if graph.diagnostics:
-        diagnostics = sorted(graph.diagnostics, key=_position)
+    analysis = analyse(path, network, sources, limits, overrides)
+    if analysis.diagnostics:
+        diagnostics = sorted(analysis.diagnostics, key=_position)
         if overrides:  # a value from the command line is not in the file the caret points into
-            from dataclasses import replace
-
-            from netspec.evaluate import show
-
             given = ", ".join(f"{key}={show(value)}" for key, value in overrides.items())
             diagnostics = [replace(d, notes=d.notes + (f"the network's arguments include {given}, given with --set "
                                                         "(or to netspec.load), not in the spec",))
                            for d in diagnostics]
         raise NetspecError(diagnostics)
-    return graph
+    return analysis.graphs[0]
 
 
 def compile(spec: str | Path, seed: int | None = None, **overrides: Any):
@@ -68,10 +64,22 @@ def compile(spec: str | Path, seed: int | None = None, **overrides: Any):
 
 def load_ipython_extension(ipython) -> None:
     """`%load_ext netspec` in IPython or Jupyter: adds the %%netspec cell magic (docs/notebooks.md)."""
-    from netspec.notebook import register
+    from netspec.notebook import register  # the front-end that uses the façade: a sanctioned lazy import
 
     register(ipython)
 
 
+def _show_tables_in_ipython() -> None:
+    """In a running IPython shell (Jupyter), graphs and summaries show as their tables from the first
+    `import netspec`: the compiler's types know nothing of display, so the formatters are registered here."""
+    ipython = sys.modules.get("IPython")  # never imported here: a script that has not loaded it has no shell
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and hasattr(shell, "display_formatter"):
+        show_tables(shell)
+
+
 def _position(d: Diagnostic) -> tuple:
     return (0, "", 0, 0) if d.span is None else (1, d.span.file, d.span.line, d.span.col)
+
+
+_show_tables_in_ipython()

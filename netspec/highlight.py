@@ -2,7 +2,7 @@
 colour them. It is registered as the `pygments.lexers` entry point `netspec` (pyproject.toml).
 
 It follows grammar/netspec.lark token for token; layer names come from the op registry (netspec.ops.OPS)
-and function names from netspec.evaluate.FUNCTIONS, both read when the lexer is first used, not when
+and function names from netspec.language.evaluate.FUNCTIONS, both read when the lexer is first used, not when
 Pygments loads its plugins.
 """
 
@@ -30,7 +30,7 @@ class _Registry(Future):
 
             names = [name for name in OPS if name not in KEYWORDS]  # `input` is a statement, not a callable layer
         else:
-            from netspec.evaluate import FUNCTIONS
+            from netspec.language.evaluate import FUNCTIONS
 
             names = list(FUNCTIONS)
         return words(names, prefix=r"\b", suffix=r"\b").get()

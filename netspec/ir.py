@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from netspec.errors import Diagnostic, Span
+from netspec.ground.errors import Diagnostic, Span
 from netspec.ops import OPS, OpArgs
 
 
@@ -22,7 +22,7 @@ class Node(BaseModel):
     span: Span | None = Field(default=None, exclude=True)
     scope: tuple[str, ...] = ()  # enclosing scopes, outermost first, e.g. ("layer1", "layer1.0")
 
-    # Filled by the passes (netspec.passes); None until then.
+    # Filled by the passes (netspec.analysis.passes); None until then.
     shape: tuple[int, ...] | None = None
     params: int | None = None
     trainable: int | None = None
@@ -67,7 +67,7 @@ class Graph(BaseModel):
     nodes: list[Node]
     scopes: dict[str, Scope] = {}
     checks: list[ShapeCheck] = []
-    recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.recipe.Recipe fields)
+    recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.semantics.recipe.Recipe fields)
     diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)
 
     def outputs(self) -> list[str]:
@@ -81,16 +81,6 @@ class Graph(BaseModel):
     def takes_labels(self) -> bool:
         """Whether a layer reads the class labels while training (the compiled forward's `labels=None`)."""
         return any(OPS[n.op].takes_labels for n in self.nodes)
-
-    def _repr_html_(self) -> str:  # Jupyter shows an analysed graph as its summary table (netspec.notebook)
-        from netspec.notebook import graph_html
-
-        return graph_html(self)
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # and one line as plain text, not every node's fields
-        from netspec.notebook import graph_text
-
-        printer.text(graph_text(self))
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

@@ -46,9 +46,9 @@ def syntax_valid() -> st.SearchStrategy[str]:
     from hypothesis.extra.lark import from_lark
     from lark import Lark
 
-    from netspec.parse import GRAMMAR
+    from netspec.language.parse import GRAMMAR
 
-    # A fresh Lark: hypothesis reads the grammar's rules, which the parser cached by netspec.parse lacks.
+    # A fresh Lark: hypothesis reads the grammar's rules, which the parser cached by netspec.language.parse lacks.
     grammar = Lark(GRAMMAR.read_text(), start="module", parser="lalr")
 
     def spaced(strategy):  # hypothesis joins tokens without spaces: `network` + `N` would read `networkN`

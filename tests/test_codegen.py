@@ -1,12 +1,14 @@
-"""`netspec compile -o net.py`: readable PyTorch source that defines to_module's module (netspec/backends/torch_source.py).
+"""`netspec compile -o net.py`: readable PyTorch source that defines to_module's module (netspec/backends/torch/source.py).
 
 Every network in specs/ and tests/ops/ is generated, imported and compared with the compiled module: the same
 state_dict keys, shapes and order, the same trainable flags and, for the small ones, the same outputs for the same
 weights (the big ones are built on the meta device). A property test holds the promise of `netspec check`: a spec
 it accepts compiles, and both modules run with the checked shapes.
+Golden files (tests/golden/compile/) pin the exact text written for a few specs.
 """
 
 import ast
+import difflib
 
 import pytest
 
@@ -15,15 +17,15 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import netspec  # noqa: E402
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, regenerate  # noqa: E402
 from fuzz_inputs import fixed_budget as bounded  # noqa: E402
 from fuzz_inputs import agrees_with_torch, mutated_spec, random_network  # noqa: E402
-from netspec.backends import torch_layers  # noqa: E402
+from netspec.backends.torch import layers as torch_layers  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
-from netspec.backends.torch_source import to_python  # noqa: E402
+from netspec.backends.torch.source import to_python  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.errors import NetspecError  # noqa: E402
-from netspec.lower import load_program  # noqa: E402
+from netspec.ground.errors import NetspecError  # noqa: E402
+from netspec.semantics.program import load_program  # noqa: E402
 
 
 def networks():
@@ -146,6 +148,50 @@ def test_compile_writes_to_stdout_without_an_output(in_repo, capsys):
     source = capsys.readouterr().out
     assert source == to_python(netspec.load("specs/lenet.net"))
     assert top_level(source) == ["LeNet"]  # no helper layer is needed, so none is copied
+
+
+
+# Golden files ---------------------------------------------------------------------------------------------------
+
+GOLDEN = ROOT / "tests" / "golden" / "compile"
+# spec -> its golden file: a plain chain, residual blocks with a helper layer, a U-Net's skips, capsules (labels
+# and many helpers), inception blocks (parameterised classes), auxiliary outputs, and OrderedDict children
+GOLDEN_SPECS = {
+    "specs/lenet5.net": "lenet5.py",
+    "specs/resnet18.net": "resnet18.py",
+    "specs/unet.net": "unet.py",
+    "specs/capsnet.net": "capsnet.py",
+    "specs/googlenet.net": "googlenet.py",
+    "specs/torchvision/inception.net:googlenet": "torchvision_googlenet.py",
+    "specs/torchvision/convnext.net:convnext_tiny": "torchvision_convnext_tiny.py",
+}
+
+
+@pytest.mark.parametrize("spec", GOLDEN_SPECS)
+def test_generated_source_matches_its_golden_file(spec, in_repo):
+    """to_python writes exactly tests/golden/compile/NAME.py for each spec, byte for byte.
+
+    After a deliberate change of the generated source, rewrite the golden files with
+    `NETSPEC_REGEN=1 pytest tests/test_codegen.py -k golden` and review the diff.
+    """
+    golden = GOLDEN / GOLDEN_SPECS[spec]
+    source = to_python(netspec.load(spec))
+    if regenerate():
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(source, encoding="utf-8", newline="\n")
+    assert golden.exists(), f"{golden} is missing: run NETSPEC_REGEN=1 pytest tests/test_codegen.py -k golden"
+    expected = golden.read_bytes().decode("utf-8")  # as bytes: a "\r" is not translated away
+    if source != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True), source.splitlines(keepends=True),
+                                            f"{golden.relative_to(ROOT)} (expected)", f"to_python({spec})"))
+        pytest.fail(f"the source generated for {spec} differs from {golden.relative_to(ROOT)}; if the change is "
+                    f"intended, rerun with NETSPEC_REGEN=1 and review the diff:\n{diff[:6000]}",
+                    pytrace=False)
+
+
+def test_every_golden_file_belongs_to_a_spec():
+    """A golden file left over from a removed spec would never be checked."""
+    assert sorted(p.name for p in GOLDEN.glob("*.py")) == sorted(GOLDEN_SPECS.values())
 
 
 # Every network -----------------------------------------------------------------------------------------------
@@ -308,7 +354,7 @@ def test_a_failing_forward_leaves_the_report_to_netspec(tmp_path, capfd, monkeyp
     """docs/errors.md: a bug is one line, exit 3, never a traceback; torch.fx would print one of its own."""
     import operator
 
-    from netspec.backends import torch as backend
+    from netspec.backends.torch import module as backend
 
     graph = write(tmp_path, "network Bug {\n  input x: [2, 4, 6]\n  y = conv(2, kernel=1)\n  x -> add(y)\n}\n")
     monkeypatch.setitem(backend.FUNCTIONS, "add", operator.matmul)  # a bug in the generated forward, on purpose
@@ -321,7 +367,7 @@ def test_a_failing_forward_leaves_the_report_to_netspec(tmp_path, capfd, monkeyp
     def broken(graph):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("netspec.backends.torch_source.to_python", broken)
+    monkeypatch.setattr("netspec.backends.torch.to_python", broken)
     assert main(["compile", str(tmp_path / "net.net")]) == 3
     assert capfd.readouterr().err == ("netspec: internal error: RuntimeError: a bug\nThis is a bug in netspec; rerun "
                                       "with NETSPEC_DEBUG=1 for the traceback and report it.\n")

@@ -71,7 +71,7 @@ def test_the_ensemble_example_trains_on_a_faithful_subset(in_repo, tmp_path):
     torch = pytest.importorskip("torch")
     import importlib.util
 
-    from netspec.data import load
+    from netspec.train.datasets import load
 
     spec = importlib.util.spec_from_file_location("ensembles_example", "examples/mnist-ensembles/run.py")
     example = importlib.util.module_from_spec(spec)

@@ -18,12 +18,14 @@ from fuzz_inputs import mutated_spec, syntax_valid
 from hypothesis import given
 
 import netspec
+from conftest import regenerate  # noqa: E402
 from netspec.cli import main
-from netspec.errors import NetspecError
+from netspec.ground.errors import NetspecError
 from netspec.fmt import format_text
-from netspec.lower import load_program, lower
-from netspec.parse import parse
-from netspec.passes import PASSES
+from netspec.semantics.lower import lower
+from netspec.semantics.program import load_program
+from netspec.language.parse import parse
+from netspec.analysis.passes import PASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ["specs", "examples", "tests/ops"]
@@ -148,11 +150,11 @@ def test_grammar_sentences_keep_their_meaning(workspace):
 @pytest.mark.parametrize("where", ["after", "before"])
 def test_a_comment_at_every_token_is_kept_in_order(where):
     """A comment after each token (trailing) or on its own line before each (leading), in every top-level spec."""
-    from netspec.fmt import _concrete_parser
+    from netspec.fmt import concrete_parser
 
     for spec in sorted((ROOT / "specs").glob("*.net")) + sorted((ROOT / "examples").rglob("*.net")):
         original = spec.read_text()
-        tokens = list(_concrete_parser().parse(original).scan_values(lambda v: True))
+        tokens = list(concrete_parser().parse(original).scan_values(lambda v: True))
         pieces, position = [], 0
         for count, token in enumerate(sorted(tokens, key=lambda t: t.start_pos)):
             if where == "before":
@@ -253,6 +255,25 @@ train N {
 def test_the_canonical_layout():
     assert format_text(MESSY) == CANONICAL
     assert format_text(CANONICAL) == CANONICAL
+
+
+GOLDEN = ROOT / "tests" / "golden" / "fmt"
+
+
+@pytest.mark.parametrize("source", sorted(GOLDEN.glob("*.in.net")), ids=lambda p: p.name[:-len(".in.net")])
+def test_golden_layouts(source):
+    """NAME.in.net formats to NAME.out.net byte for byte, and NAME.out.net is already canonical.
+
+    After a deliberate change of layout, rewrite the expected files with
+    `NETSPEC_REGEN=1 pytest tests/test_fmt.py -k golden` and review the diff.
+    """
+    expected_file = source.with_name(source.name.replace(".in.net", ".out.net"))
+    formatted = format_text(source.read_text(encoding="utf-8"), str(source))
+    if regenerate():
+        expected_file.write_text(formatted, encoding="utf-8", newline="\n")
+    expected = expected_file.read_bytes().decode("utf-8")  # as bytes: a "\r" is not translated away
+    assert formatted == expected
+    assert format_text(expected, str(expected_file)) == expected
 
 
 def test_a_chain_too_long_for_a_line_breaks_before_each_arrow():

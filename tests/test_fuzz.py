@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 
 import netspec
-from netspec.lower import load_program
+from netspec.semantics.program import load_program
 from fuzz_inputs import fixed_budget as fuzz  # noqa: E402
 from fuzz_inputs import (SEEDS, SPECS, agrees_with_torch, check_front_door, mutated_spec, random_network,
                          syntax_valid)
-from netspec.errors import NetspecError
+from netspec.ground.errors import NetspecError
 
 @fuzz(300)
 @given(case=mutated_spec())

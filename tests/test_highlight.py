@@ -14,7 +14,7 @@ pygments = pytest.importorskip("pygments")
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename  # noqa: E402
 from pygments.token import Comment, Error, Keyword, Name, Number, Operator, Punctuation, String  # noqa: E402
 
-from netspec.evaluate import FUNCTIONS  # noqa: E402
+from netspec.language.evaluate import FUNCTIONS  # noqa: E402
 from netspec.highlight import NetspecLexer  # noqa: E402
 from netspec.ops import OPS  # noqa: E402
 

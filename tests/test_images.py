@@ -15,11 +15,12 @@ from torchvision.io import encode_jpeg  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
-from netspec.data import DataError  # noqa: E402
-from netspec.recipe import Recipe  # noqa: E402
+from netspec.train.datasets import DataError  # noqa: E402
+from netspec.semantics.recipe import Recipe  # noqa: E402
 from netspec.train import images  # noqa: E402
-from netspec.train.images import (ImageFiles, Skipped, TensorImages, collate, decode, eval_resize,  # noqa: E402
-                                  eval_transform, make_loader, scan_csv, scan_image_folder, train_transform)
+from netspec.train.images import (ImageFiles, Skipped, TensorImages, collate, decode, make_loader,  # noqa: E402
+                                  scan_csv, scan_image_folder)
+from netspec.train.transforms import eval_resize, eval_transform, train_transform  # noqa: E402
 
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec; the warning is not what is tested here.
 

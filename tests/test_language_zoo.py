@@ -5,7 +5,7 @@ import pytest
 
 import netspec
 from netspec import NetspecError
-from netspec.evaluate import make_divisible
+from netspec.language.evaluate import make_divisible
 
 
 @pytest.fixture
@@ -279,7 +279,7 @@ def test_imports_resolve_against_the_search_path_after_their_own_folder(tmp_path
 
 
 def test_a_missing_import_lists_where_it_looked(tmp_path):
-    from netspec.limits import Limits
+    from netspec.ground.limits import Limits
 
     (tmp_path / "a").mkdir()
     (tmp_path / "net.net").write_text('import "unit.net"\nnetwork N { input x: [3, 4, 4]  relu() }\n')

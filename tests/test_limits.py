@@ -12,8 +12,8 @@ import pytest
 
 import netspec
 from netspec.cli import main
-from netspec.errors import NetspecError
-from netspec.limits import Limits
+from netspec.ground.errors import NetspecError
+from netspec.ground.limits import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 NET = "network N {{\n  input x: [1, 8, 8]\n  {body}\n}}\n"
@@ -316,9 +316,9 @@ def test_no_spec_text_reaches_eval_exec_or_unsafe_loaders():
                 if func in ("pickle.load", "pickle.loads"):
                     found.append(f"{path.name}: {func}")
             if isinstance(node, python_ast.ClassDef) and any("Unpickler" in python_ast.unparse(b) for b in node.bases):
-                assert path.name == "data.py" and node.name == "_ArraysOnly", f"{path.name}: {node.name}"
+                assert path.name == "datasets.py" and node.name == "_ArraysOnly", f"{path.name}: {node.name}"
     assert found == []
-    source = (ROOT / "netspec" / "data.py").read_text()
+    source = (ROOT / "netspec" / "train" / "datasets.py").read_text()
     assert re.search(r'raise pickle.UnpicklingError\(f"refusing to load', source)
 
 

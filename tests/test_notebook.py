@@ -66,7 +66,7 @@ def executed(tmp_path_factory):
         GOOD_CELL,
         BROKEN_CELL,
         "tiny = _4\nprint(sum(n.params for n in tiny.nodes))",
-        "import json\nfrom netspec.recipe import Recipe\nfrom netspec.train import run\n"
+        "import json\nfrom netspec.semantics.recipe import Recipe\nfrom netspec.train import run\n"
         f"result = run(graph, Recipe(epochs=1, batch_size=256, lr=0.003), 'run', {str(ROOT / 'tests' / 'data')!r}, "
         "'cpu', log=lambda line: None)\nprint(json.dumps(result))",
     ]
@@ -163,16 +163,20 @@ def test_draw_opens_blocks_and_names_a_wrong_one():
 
 def test_outside_a_kernel_training_keeps_the_terminal_bar():
     pytest.importorskip("torch")
+    from netspec.train.live import in_kernel
     from netspec.train.progress import Lines, Silent, reporter
 
-    assert not notebook.in_kernel()
+    assert not in_kernel()
     assert type(reporter(True, main=True)) is Lines  # the terminal's choice: pytest's stderr is not a terminal
     assert type(reporter(True, main=False)) is Silent  # only rank 0 reports
 
 
 def test_live_progress_draws_the_running_epoch(monkeypatch):
+    pytest.importorskip("torch")  # netspec.train, which holds the live progress, needs torch
+    from netspec.train.live import LiveProgress
+
     shown = []
-    progress = notebook.LiveProgress()
+    progress = LiveProgress()
     monkeypatch.setattr(progress, "_draw", lambda curves=False: shown.append(progress.html()))
     progress.epoch_started(1, 8)
     for step in range(8):

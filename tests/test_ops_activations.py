@@ -11,7 +11,7 @@ from conftest import ROOT  # noqa: E402
 from netspec import NetspecError, Sources  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.limits import Limits  # noqa: E402
+from netspec.ground.limits import Limits  # noqa: E402
 
 
 @pytest.fixture

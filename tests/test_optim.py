@@ -10,7 +10,7 @@ from pydantic import ValidationError  # noqa: E402
 from torch import nn  # noqa: E402
 
 import netspec  # noqa: E402
-from netspec.recipe import Recipe  # noqa: E402
+from netspec.semantics.recipe import Recipe  # noqa: E402
 from netspec.train import optim  # noqa: E402
 
 SPEC = """

@@ -14,7 +14,7 @@ from netspec import NetspecError  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
 from netspec.cli import main  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from netspec.errors import Sources  # noqa: E402
+from netspec.ground.errors import Sources  # noqa: E402
 
 GOOGLENET = f"{ROOT}/specs/torchvision/inception.net:googlenet"
 
@@ -187,7 +187,7 @@ train Tiny {{
 def test_train_adds_each_auxiliary_loss_times_aux_weight(tmp_path):
     """One step on the whole synthetic set (4,096 images in one batch): the epoch's training loss is the loss at
     the seeded initial weights, which the test recomputes."""
-    from netspec.data import synthetic
+    from netspec.train.datasets import synthetic
 
     losses = {}
     for weight in (0.0, 0.3):

@@ -186,7 +186,7 @@ def test_unwritable_output_is_reported(tmp_path, capsys):
 
 
 def test_check_and_importing_plot_load_no_matplotlib(in_repo):
-    code = ("import sys, netspec.plot; from netspec.cli import main; rc = main(['check', 'specs/lenet5.net']); "
+    code = ("import sys, netspec.train.plot; from netspec.cli import main; rc = main(['check', 'specs/lenet5.net']); "
             "print('HEAVY', sorted(m for m in ('matplotlib', 'torch') if m in sys.modules)); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "HEAVY []" in result.stdout

@@ -131,8 +131,9 @@ def test_network_parameters_can_be_overridden(in_repo):
 @pytest.mark.parametrize("name", sorted(PUBLISHED) + ["nin"])
 def test_graph_invariants_hold_after_every_pass(name, in_repo):
     from netspec.ir import validate
-    from netspec.lower import load_program, lower
-    from netspec.passes import PASSES
+    from netspec.semantics.lower import lower
+    from netspec.semantics.program import load_program
+    from netspec.analysis.passes import PASSES
 
     graph = lower(load_program(f"specs/{name}.net"))
     validate(graph)

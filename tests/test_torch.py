@@ -213,7 +213,7 @@ def test_torch_compile_runs_the_module(in_repo):
 
 def test_reserved_labels_are_torchs_module_attributes():
     """The checker refuses these labels without importing torch; the list must follow torch's."""
-    from netspec.lower import GRAPH_MODULE_ATTRIBUTES, MODULE_ATTRIBUTES
+    from netspec.semantics.reserved import GRAPH_MODULE_ATTRIBUTES, MODULE_ATTRIBUTES
 
     def public(names):
         return {n for n in names if not n.startswith("_")}
@@ -249,7 +249,7 @@ def test_names_next_to_reserved_ones_compile_and_keep_their_keys(tmp_path):
 def test_capsule_routing_squashes_and_couples_to_one(in_repo):
     """Squashed capsules are shorter than 1; each input capsule's coupling coefficients sum to 1 over its
     parents; the routing logits are not parameters (only the 1,152 x 10 prediction matrices are)."""
-    from netspec.backends.torch_layers import CapsuleRouting, squash
+    from netspec.backends.torch.layers import CapsuleRouting, squash
 
     s = torch.randn(4, 50, 8) * torch.logspace(-2, 2, 50).view(1, 50, 1)
     lengths = squash(s).norm(dim=-1)
@@ -271,7 +271,7 @@ def test_capsule_routing_squashes_and_couples_to_one(in_repo):
 
 
 def test_capsule_mask_keeps_the_labelled_capsule_else_the_longest():
-    from netspec.backends.torch_layers import CapsuleMask
+    from netspec.backends.torch.layers import CapsuleMask
 
     caps = torch.tensor([[[0.1, 0.0], [0.0, 0.9], [0.3, 0.3]],
                          [[0.5, 0.5], [0.0, 0.2], [0.0, 0.0]]])  # longest: capsule 1, then capsule 0
@@ -284,7 +284,7 @@ def test_capsule_mask_keeps_the_labelled_capsule_else_the_longest():
 
 
 def test_capsules_group_channels_map_by_map(in_repo):
-    from netspec.backends.torch_layers import Capsules
+    from netspec.backends.torch.layers import Capsules
 
     x = torch.arange(2 * 16 * 3 * 3, dtype=torch.float32).view(2, 16, 3, 3)
     caps = Capsules(dim=8)(x)

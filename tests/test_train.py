@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 
 import netspec  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.data import DataError, load  # noqa: E402
-from netspec.recipe import Recipe  # noqa: E402
+from netspec.train.datasets import DataError, load  # noqa: E402
+from netspec.semantics.recipe import Recipe  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
 from netspec.train import TrainError, run  # noqa: E402
 
@@ -237,7 +237,7 @@ def test_training_masks_by_the_label_and_inference_by_the_longest_capsule(in_rep
 
 def test_capsnet_decoder_learns_to_reconstruct(in_repo, tmp_path, monkeypatch):
     """Margin loss plus 0.0005 x the decoder's squared error (the spec's recipe), on a narrow CapsNet."""
-    from netspec.backends.torch_layers import CapsuleMask
+    from netspec.backends.torch.layers import CapsuleMask
     from netspec.train import forward, make_preprocess
 
     graph = netspec.load("specs/capsnet.net", channels=8, maps=2)

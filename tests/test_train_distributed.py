@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 
 import netspec  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.evaluate import Symbol  # noqa: E402
-from netspec.recipe import Recipe  # noqa: E402
+from netspec.language.evaluate import Symbol  # noqa: E402
+from netspec.semantics.recipe import Recipe  # noqa: E402
 from netspec.train import evaluate_weights, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,10 +13,11 @@ torch = pytest.importorskip("torch")
 
 import netspec  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.recipe import Recipe  # noqa: E402
+from netspec.semantics.recipe import Recipe  # noqa: E402
 from netspec.train import DataOptions, RunOptions, TrainError, run  # noqa: E402
 from netspec.train.progress import Lines, duration  # noqa: E402
-from netspec.train.sources import hold_out, random_crops  # noqa: E402
+from netspec.train.splits import hold_out  # noqa: E402
+from netspec.train.transforms import random_crops  # noqa: E402
 
 DATA = "tests/data"
 QUICK = {"epochs": 1, "batch_size": 64, "lr": 0.003}
@@ -333,7 +334,7 @@ def test_a_val_folder_is_the_validation_set(tmp_path):
 
 
 def test_pixel_statistics_from_histograms_equal_torchs_mean_and_std():
-    from netspec.train.sources import pixel_statistics
+    from netspec.train.memory import pixel_statistics
 
     images = torch.randint(0, 256, (300, 3, 7, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     mean, std = pixel_statistics(images)
@@ -355,13 +356,14 @@ def test_a_training_set_of_unreadable_images_is_a_clear_error(tmp_path):
 
 
 def test_every_recipe_setting_has_a_typed_flag(in_repo):
-    from netspec.cli import _recipe, build_parser
+    from netspec.cli import build_parser
+    from netspec.cli.arguments import recipe_from_options
 
     options = build_parser().parse_args(
         ["train", "specs/lenet.net", "--warmup-epochs", "2", "--schedule", "cosine", "--ema", "--no-normalize",
          "--precision", "bf16", "--clip-grad-norm", "0.5", "--norm-weight-decay", "0", "--mixup-alpha", "0.2",
          "--auto-augment", "ta_wide", "--train-crop-size", "24", "--validation", "0.2"])
-    recipe = _recipe(options, netspec.load("specs/lenet.net"))
+    recipe = recipe_from_options(options, netspec.load("specs/lenet.net"))
     assert (recipe.warmup_epochs, recipe.schedule, recipe.ema, recipe.normalize, recipe.precision) == (
         2, "cosine", True, False, "bf16")
     assert (recipe.clip_grad_norm, recipe.norm_weight_decay, recipe.mixup_alpha, recipe.auto_augment) == (

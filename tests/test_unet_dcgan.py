@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 import netspec  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from netspec.errors import Sources  # noqa: E402
+from netspec.ground.errors import Sources  # noqa: E402
 
 UNET = f"{ROOT}/specs/unet.net"
 GENERATOR = f"{ROOT}/specs/dcgan.net:Generator"

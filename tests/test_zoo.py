@@ -19,8 +19,8 @@ import torchvision.models as tv  # noqa: E402
 import netspec  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
-from netspec.errors import Sources  # noqa: E402
-from netspec.lower import load_program  # noqa: E402
+from netspec.ground.errors import Sources  # noqa: E402
+from netspec.semantics.program import load_program  # noqa: E402
 
 ZOO = ROOT / "specs" / "torchvision"
 TRANSFORMERS = ("vit_", "swin_", "maxvit_")  # torchvision's 12 non-CNN builders, out of scope

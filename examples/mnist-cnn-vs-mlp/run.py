@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import netspec
-from netspec.recipe import Recipe
+from netspec.semantics.recipe import Recipe
 from netspec.train import run
 
 HERE = Path(__file__).resolve().parent

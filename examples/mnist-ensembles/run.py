@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import netspec
-from netspec.data import IDX_FILES, load
-from netspec.files import write_atomic
-from netspec.recipe import Recipe
+from netspec.train.datasets import IDX_FILES, load
+from netspec.ground.files import write_atomic
+from netspec.semantics.recipe import Recipe
 from netspec.train import evaluate_weights, run
 
 HERE = Path(__file__).resolve().parent

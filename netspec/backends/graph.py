@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netspec.evaluate import show
+from netspec.ground.errors import ToolError
+from netspec.language.evaluate import show
 from netspec.ir import Graph, Node
 from netspec.ops import OPS
 
@@ -268,8 +269,18 @@ def to_mermaid(diagram: Diagram) -> str:
     return "\n".join(out) + "\n"
 
 
-class DotNotFound(Exception):
+DOT_MISSING = ("SVG and PNG need Graphviz's `dot` program, which is not installed.\n"
+               "Install it with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
+               "from https://graphviz.org/download/, or write text with --format dot or --format mermaid.")
+
+
+class DotNotFound(ToolError):
     """Graphviz's `dot` program is needed for SVG and PNG."""
+
+    exit_code = 2
+
+    def __init__(self, message: str = DOT_MISSING):
+        super().__init__(message)
 
 
 def render(dot: str, fmt: str) -> bytes:

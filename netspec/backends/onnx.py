@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import netspec
+from netspec.ground.version import __version__
 from netspec.backends.torch import WeightsError, load_weights, to_module
-from netspec.backends.torch_layers import MaskedConv2d
-from netspec.errors import first_line
+from netspec.backends.torch.layers import MaskedConv2d
+from netspec.ground.errors import ToolError, first_line
 from netspec.ir import Graph
 
 DEFAULT_OPSET = 18
@@ -36,8 +36,10 @@ HIGHEST_OPSET = 20
 ATOL, RTOL = 1e-4, 1e-3
 
 
-class ExportError(Exception):
+class ExportError(ToolError):
     """A mistake in what was asked for (weights, opset, output); the message says which and why."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -215,7 +217,7 @@ def _metadata(graph: Graph, sources) -> dict[str, str]:
     for name in sorted(sources.texts):
         digest.update(name.encode() + b"\0" + sources.texts[name].encode() + b"\0")
     return {
-        "netspec_version": netspec.__version__,
+        "netspec_version": __version__,
         "netspec_network": graph.name,
         "netspec_arguments": ", ".join(f"{k}={v}" for k, v in graph.arguments.items()),
         "netspec_spec_file": Path(graph.file).name,

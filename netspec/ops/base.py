@@ -7,9 +7,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
-from netspec.errors import ShapeRuleError
+from netspec.ground.errors import ShapeRuleError
 
 Shape = tuple[int, ...]
+ClassScores = Literal["logits", "distances", "probabilities"]
 
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
@@ -34,9 +35,9 @@ NonNegativePair = Annotated[tuple[NonNegativeInt, NonNegativeInt], BeforeValidat
 
 @dataclass(frozen=True)
 class TorchLayer:
-    """How the PyTorch backend builds a layer: a class of torch.nn or of netspec.backends.torch_layers,
+    """How the PyTorch backend builds a layer: a class of torch.nn or of netspec.backends.torch.layers,
     its keyword arguments, and the initialisation to apply after: "default" (PyTorch's) or the X of
-    one of torch_layers' `init_X` functions."""
+    one of the torch backend's `init_X` functions (backends/torch/layers.py)."""
 
     cls: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +92,12 @@ class Op:
     def shape(self, args: Any, inputs: list[Shape]) -> Shape:
         return inputs[0]
 
+    def class_scores(self, args: Any) -> ClassScores:
+        """What the op's output holds when it is a network's class scores, which training turns into logits for
+        the loss and the accuracy: "logits" as they are, "distances" (small = likely: negated) or
+        "probabilities" (their logarithm)."""
+        return "logits"
+
     def params(self, args: Any, inputs: list[Shape], output: Shape) -> int:
         """Learnable parameters (trainable or frozen)."""
         return 0
@@ -113,7 +120,7 @@ OPS: dict[str, Op] = {}
 
 def signature(op: Op) -> str:
     """`conv(out_channels, kernel, stride=[1, 1], ...)`, as a spec calls it (every op also takes `frozen`)."""
-    from netspec.evaluate import show
+    from netspec.language.evaluate import show
 
     fields = {k: v for k, v in op.Args.model_fields.items() if k != "frozen"}
     parts = ["values..."] if op.inputs is None else []

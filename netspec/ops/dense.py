@@ -97,5 +97,8 @@ class EuclideanRbf(Op):
     def params(self, args, inputs, output):
         return args.units * inputs[0][0]
 
+    def class_scores(self, args):
+        return "distances"  # LeNet-5's: the closest centre is the likeliest class
+
     def torch(self, args, inputs, output):
         return TorchLayer("EuclideanRBF", dict(in_features=inputs[0][0], units=args.units))

@@ -37,6 +37,9 @@ class Ensemble(Op):
                 raise fail("NS203", "ensemble weights must be non-negative and not all zero")
         return first
 
+    def class_scores(self, args):
+        return "probabilities" if args.merge == "softmax_mean" else "logits"
+
     def torch(self, args, inputs, output):
         weights = args.weights or [1.0] * len(inputs)
         return TorchLayer("Ensemble", {"merge": args.merge, "weights": [w / sum(weights) for w in weights]})

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
 
-import netspec
-from netspec.errors import first_line
-from netspec.evaluate import show
-from netspec.files import write_atomic
+from netspec.ground.version import __version__
+from netspec.ground.errors import first_line
+from netspec.language.evaluate import show
+from netspec.ground.files import write_atomic
 from netspec.ir import Graph
-from netspec.recipe import Recipe
+from netspec.semantics.recipe import Recipe
 from netspec.train.distributed import Context, restarted
 from netspec.train.errors import TrainError
 from netspec.train.loop import Diverged, Trainer
@@ -188,7 +187,7 @@ def run_config(graph: Graph, recipe: Recipe, data, ctx: Context, options) -> dic
               "test_images": data.test.images if data.test is not None else 0, "normalization": data.statistics,
               **({"max_steps": options.max_steps} if options.max_steps is not None else {}),
               **({"limit_eval": options.data.limit_eval} if options.data.limit_eval is not None else {}),
-              "netspec": netspec.__version__, "torch": str(torch.__version__)}
+              "netspec": __version__, "torch": str(torch.__version__)}
     return json.loads(json.dumps(config, default=show))  # a block is saved by name
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from netspec.errors import first_line
+from netspec.ground.errors import first_line
 from netspec.train.errors import TrainError
 
 # Seconds a process waits for the others: to join the group at the start, then in any one collective. Long

@@ -2,8 +2,8 @@
 in device memory.
 
     scan_image_folder / scan_csv   a collection's classes and (path, label) lists, checked before any step
-    ImageFiles / TensorImages      torch Datasets: files decoded by torchvision.io, or an in-memory uint8 tensor
-    train_transform / eval_transform   torchvision transforms v2, as in torchvision's reference recipes
+    ImageFiles / TensorImages      torch Datasets: files decoded by torchvision.io, or an in-memory uint8 tensor,
+                                   transformed as netspec.train.transforms says
     make_loader                    a DataLoader with worker processes, pinned memory and prefetching
 
 An image that cannot be decoded (corrupt, truncated) does not stop a run: the dataset returns a `Skipped` marker
@@ -26,18 +26,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from netspec.data import DataError
-from netspec.recipe import Recipe
+from netspec.train.datasets import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
-INTERPOLATION = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
-                 "nearest": v2.InterpolationMode.NEAREST}
-# torchvision's reference recipes evaluate a 224 crop of images resized to 256.
-RESIZE_PER_CROP = 256 / 224
 MAX_WORKERS = 16  # torchvision's reference training script's default (-j 16)
 
 
@@ -324,76 +318,6 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     # there again on its way to the training process (a fifth of the throughput at 224 x 224 on 2 workers).
     images, labels = default_collate(kept)
     return images, labels, skipped
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Transforms, after torchvision's references/classification/presets.py (ClassificationPresetTrain/Eval)
-
-def eval_resize(recipe: Recipe, crop: tuple[int, int]) -> int:
-    """The size the shorter image side is resized to before a centre crop of `crop`: val_resize_size, else the
-    reference recipes' ratio (256 for 224, 201 for 176), taken of the crop's longer side so that the resized
-    image covers the crop."""
-    return recipe.val_resize_size or round(max(crop) * RESIZE_PER_CROP)
-
-
-def _random_crop(recipe: Recipe, size: tuple[int, int], width: int) -> list:
-    """For "crop" in augment: a random crop of each `size` image padded as the in-memory path pads an image
-    `width` wide before the recipe's `pad` (4 pixels from 32 up, 2 below: sources.crop_padding)."""
-    from netspec.train.sources import crop_padding
-
-    return [v2.RandomCrop(size, padding=crop_padding(width))] if "crop" in recipe.augment else []
-
-
-def _to_input(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> list:
-    steps = [v2.ToDtype(torch.float32, scale=True)]
-    if recipe.normalize:
-        steps.append(v2.Normalize(mean=list(mean), std=list(std)))
-    return steps
-
-
-def train_transform(recipe: Recipe, size: tuple[int, int], same_size: bool, mean: Sequence[float],
-                    std: Sequence[float]) -> v2.Compose:
-    """uint8 [C, h, w] -> float [C, *size] for training. `size` is the network's input [H, W]; `same_size`: the
-    images already are that size less the recipe's padding (MNIST, CIFAR-10), so train_crop="auto" keeps them
-    whole. `mean` and `std` are per channel, of pixels in [0, 1]."""
-    interpolation = INTERPOLATION[recipe.interpolation]
-    crop = (recipe.train_crop_size,) * 2 if recipe.train_crop_size else tuple(size)
-    if recipe.train_crop == "random_resized" or (recipe.train_crop == "auto" and not same_size):
-        # RandomResizedCrop crops each image at random already: "crop" in augment adds nothing to it.
-        steps = [v2.RandomResizedCrop(crop, interpolation=interpolation, antialias=True)]
-    elif recipe.train_crop == "center":
-        steps = [v2.Resize(eval_resize(recipe, crop), interpolation=interpolation, antialias=True),
-                 v2.CenterCrop(crop)] + _random_crop(recipe, crop, crop[-1])
-    else:  # images of the network's size once padded
-        steps = ([v2.Pad(recipe.pad)] if recipe.pad else []) + _random_crop(recipe, tuple(size),
-                                                                            size[-1] - 2 * recipe.pad)
-    if "flip" in recipe.augment:
-        steps.append(v2.RandomHorizontalFlip(0.5))
-    policy = recipe.auto_augment
-    if policy == "ta_wide":
-        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
-    elif policy == "ra":
-        steps.append(v2.RandAugment(magnitude=recipe.ra_magnitude, interpolation=interpolation))
-    elif policy == "augmix":
-        steps.append(v2.AugMix(interpolation=interpolation))
-    elif policy != "none":
-        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy(policy), interpolation=interpolation))
-    steps += _to_input(recipe, mean, std)
-    if recipe.random_erase > 0:
-        steps.append(v2.RandomErasing(p=recipe.random_erase))
-    return v2.Compose(steps)
-
-
-def eval_transform(recipe: Recipe, size: tuple[int, int], same_size: bool, mean: Sequence[float],
-                   std: Sequence[float]) -> v2.Compose:
-    """uint8 [C, h, w] -> float [C, *size] for evaluation: the recipe's padding when the images are the network's
-    size already, else resize (eval_resize) and centre crop."""
-    if same_size:
-        steps = [v2.Pad(recipe.pad)] if recipe.pad else []
-    else:
-        steps = [v2.Resize(eval_resize(recipe, size), interpolation=INTERPOLATION[recipe.interpolation],
-                           antialias=True), v2.CenterCrop(tuple(size))]
-    return v2.Compose(steps + _to_input(recipe, mean, std))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from netspec.ir import Graph
-from netspec.recipe import Recipe
+from netspec.ops import OPS
+from netspec.semantics.recipe import Recipe
 from netspec.train.distributed import Context, any_process, sum_over_processes
 from netspec.train.errors import TrainError
 from netspec.train.optim import ema_step
 from netspec.train.progress import Progress
-from netspec.train.sources import Split
+from netspec.train.splits import Split
 
 
 class Diverged(Exception):
@@ -32,13 +33,14 @@ class Diverged(Exception):
 
 
 def logits_of(graph: Graph, output: torch.Tensor) -> torch.Tensor:
-    # LeNet-5's RBF units output distances (small = likely); their negatives serve as logits for
-    # cross-entropy, our documented substitute for the paper's MAP criterion. An ensemble's mean of
-    # probabilities gives its logits as their logarithm.
+    """The network's class scores as logits, by what its last op says they hold (Op.class_scores)."""
     last = graph.node(graph.output)
-    if last.op == "rbf":
+    scores = OPS[last.op].class_scores(last.args)
+    if scores == "distances":
+        # LeNet-5's RBF units: their negatives serve as logits for cross-entropy, our documented substitute
+        # for the paper's MAP criterion.
         return -output
-    if last.op == "ensemble" and last.args.merge == "softmax_mean":
+    if scores == "probabilities":  # an ensemble's mean of probabilities: its logits are their logarithm
         return output.clamp_min(1e-12).log()
     return output
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from netspec.recipe import Recipe
+from netspec.semantics.recipe import Recipe
 
 # torchvision's set_weight_decay: the layers whose parameters norm_weight_decay applies to. netspec's own
 # LayerNorm2d subclasses nn.LayerNorm and is covered; its other modules hold no normalisation parameters.

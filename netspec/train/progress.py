@@ -1,8 +1,8 @@
 """Progress while training: what run(progress=...) reports to, step by step.
 
 A progress reporter is any object with the four methods of `Progress`; run() takes one (or True for the
-terminal's bar, plain lines when stderr is not a terminal, False for none). Only rank 0 reports. The epoch's
-metrics go to run()'s `log` as a line.
+terminal's bar, plain lines when stderr is not a terminal, a live display in Jupyter (netspec.train.live); False
+for none). Only rank 0 reports. The epoch's metrics go to run()'s `log` as a line.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 from typing import Protocol, TextIO
+
+from netspec.train.live import LiveProgress, in_kernel
 
 
 class Progress(Protocol):
@@ -136,9 +138,7 @@ def reporter(progress, main: bool, epochs: int = 1, every: float = 30.0) -> Prog
     if not main or progress is False or progress is None:
         return Silent()
     if progress is True:
-        from netspec import notebook
-
-        if notebook.in_kernel():  # Jupyter: a live bar with curves (netspec.notebook)
-            return notebook.LiveProgress()
+        if in_kernel():  # Jupyter: a live bar with curves
+            return LiveProgress()
         return Bar() if sys.stderr.isatty() else Lines(epochs, every)
     return progress

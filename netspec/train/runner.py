@@ -19,7 +19,7 @@ import torch
 
 from netspec.backends.torch import to_module
 from netspec.ir import Graph
-from netspec.recipe import Recipe
+from netspec.semantics.recipe import Recipe
 from netspec.train import distributed
 from netspec.train.checkpoints import RunFolder, restore, run_config
 from netspec.train.errors import TrainError
@@ -27,7 +27,8 @@ from netspec.train.loop import (CompiledOrEager, Diverged, Trainer, evaluate, ma
                                 seed_epoch, train_one_epoch, uses_channels_last)
 from netspec.train.optim import make_ema, make_optimiser
 from netspec.train.progress import reporter
-from netspec.train.sources import DataOptions, TrainingData, prepare
+from netspec.train.sources import prepare
+from netspec.train.splits import DataOptions, TrainingData
 
 
 @dataclass

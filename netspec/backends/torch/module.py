@@ -1,0 +1,203 @@
+"""PyTorch backend: the analysed graph -> a torch.fx GraphModule whose forward is generated Python.
+
+Modules are nested by the spec's scopes, in declaration order, so a spec written in torchvision's
+layout has torchvision's state_dict keys, shapes and order. Each layer's implementation comes from
+its registry entry (`Op.torch`); this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+
+from netspec.backends.torch import layers as torch_layers
+from netspec.ground.errors import ToolError, first_line
+from netspec.ir import Graph
+from netspec.ops import OPS
+from netspec.ops.base import TorchFunction, TorchLayer, TorchParameter
+
+FUNCTIONS = {"add": operator.add, "mul": operator.mul, "cat": torch.cat, "flatten": torch.flatten}
+
+
+def layer_class(name: str) -> type[nn.Module]:
+    return getattr(torch_layers, name, None) or getattr(nn, name)
+
+
+def build_layer(spec: TorchLayer, frozen: bool) -> nn.Module:
+    module = layer_class(spec.cls)(**spec.kwargs)
+    if spec.init != "default":
+        getattr(torch_layers, f"init_{spec.init}")(module)
+    if frozen:
+        module.requires_grad_(False)
+    return module
+
+
+def build_parameter(spec: TorchParameter, frozen: bool) -> nn.Parameter:
+    return nn.Parameter(torch.full(spec.shape, spec.init), requires_grad=not frozen)
+
+
+def _scope(root: nn.Module, qualified: str) -> tuple[nn.Module, str]:
+    """The module that holds `qualified` (its scopes created on the way) and the name within it."""
+    parent = root
+    *path, leaf = qualified.split(".")
+    for part in path:
+        child = parent._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            parent.add_module(part, child)
+        parent = child
+    return parent, leaf
+
+
+def _install(root: nn.Module, qualified: str, module: nn.Module) -> None:
+    parent, leaf = _scope(root, qualified)
+    parent.add_module(leaf, module)
+
+
+def layers(graph: Graph) -> dict[str, TorchLayer | TorchFunction | TorchParameter]:
+    """Each node's implementation, from the op registry."""
+    shapes = {n.name: n.shape for n in graph.nodes}
+    return {n.name: OPS[n.op].torch(n.args, [shapes[s] for s in n.inputs], n.shape)
+            for n in graph.nodes if n.op != "input"}
+
+
+def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
+    """Build the PyTorch module of an analysed graph; `seed` makes the initial weights reproducible."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    root = nn.Module()
+    fx_graph = fx.Graph()
+    values: dict[str, fx.Node] = {}
+    implementations = layers(graph)
+    labels = None
+    for node in graph.nodes:
+        if node.op == "input":
+            values[node.name] = fx_graph.placeholder(node.name)
+            values[node.name].meta["netspec_name"] = node.name
+            if graph.takes_labels():
+                labels = fx_graph.placeholder("labels_" if node.name == "labels" else "labels", default_value=None)
+            continue
+        impl = implementations[node.name]
+        args = tuple(values[s] for s in node.inputs)
+        if OPS[node.op].takes_labels:
+            args += (labels,)
+        if isinstance(impl, TorchFunction):
+            fn = FUNCTIONS[impl.fn]
+            if impl.fn == "cat":
+                value = fx_graph.call_function(fn, (list(args),), impl.kwargs)
+            elif impl.fn in ("add", "mul"):  # one operator per extra operand: `a + b` or `a * b` when generated
+                value = args[0]
+                for other in args[1:]:
+                    value = fx_graph.call_function(fn, (value, other))
+            else:
+                value = fx_graph.call_function(fn, args, impl.kwargs)
+        elif isinstance(impl, TorchParameter):
+            parent, leaf = _scope(root, node.name)
+            parent.register_parameter(leaf, build_parameter(impl, node.args.frozen))
+            value = fx_graph.call_function(operator.mul, (args[0], fx_graph.get_attr(node.name)))
+        else:
+            _install(root, node.name, build_layer(impl, node.args.frozen))
+            value = fx_graph.call_module(node.name, args)
+        value.meta["netspec_name"] = node.name
+        values[node.name] = value
+    if graph.aux_outputs:
+        # torchvision's rule for auxiliary classifiers: every output while training, the main one in eval
+        # (all of them when `all_outputs` is set, as for an ONNX export).
+        root.all_outputs = False
+        flags = (fx_graph.get_attr("training"), fx_graph.get_attr("all_outputs"))
+        main = [values[graph.output]] + [values[o] for o in graph.reconstructions()]
+        aux = [values[o] for o in graph.aux_outputs]
+        selected = fx_graph.create_node("call_function", torch_layers.select_outputs, (*flags, main, aux),
+                                        name="selected_outputs")  # not the function's name: a local would hide it
+        fx_graph.output(selected)
+    else:
+        outputs = graph.outputs()
+        fx_graph.output(values[outputs[0]] if len(outputs) == 1 else tuple(values[o] for o in outputs))
+    module = fx.GraphModule(root, fx_graph, class_name=graph.name)
+    # torch.fx prints a traceback and the failing line of the generated forward to stderr before it re-raises an
+    # error; netspec reports errors itself (one line, exit 3, NETSPEC_DEBUG=1 for the traceback: docs/errors.md).
+    # Each GraphModule has a class of its own, so this changes no other module.
+    type(module)._wrapped_call = staticmethod(nn.Module.__call__)
+    module.netspec_graph = graph
+    return module
+
+
+# Loading weights -----------------------------------------------------------------
+
+class StateDictMismatch(ValueError):
+    """A foreign state_dict that does not fit the compiled module."""
+
+
+def load_foreign_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
+    """Load weights whose keys differ from the module's only in naming: matched by order, checked by shape.
+
+    Returns the (own key, foreign key) pairs. Raises StateDictMismatch naming the first key that does not fit.
+    """
+    own = module.state_dict()
+    if len(own) != len(state):
+        raise StateDictMismatch(f"the module has {len(own)} entries but the state_dict has {len(state)}")
+    pairs = []
+    for (own_key, own_value), (key, value) in zip(own.items(), state.items()):
+        if tuple(own_value.shape) != tuple(value.shape):
+            raise StateDictMismatch(f"'{own_key}' has shape {list(own_value.shape)} but the state_dict's entry "
+                                    f"in its place, '{key}', has shape {list(value.shape)}")
+        pairs.append((own_key, key))
+    module.load_state_dict({own_key: state[key] for own_key, key in pairs})
+    return pairs
+
+
+class WeightsError(ToolError, ValueError):
+    """A weights file that cannot be read, or does not fit the module; the message names the first bad key."""
+
+
+def load_weights(model: nn.Module, weights: str | Path | list[str | Path]) -> None:
+    """Load each of `weights` into `model`: a path loads the whole model, `member=path` only the submodule
+    `member` (an ensemble member, loading the weights it was trained with as a network of its own)."""
+    entries = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    for entry in entries:
+        member, sep, path = str(entry).partition("=")
+        if not sep or Path(entry).exists():
+            _load_into(model, entry)
+            continue
+        try:
+            target = model.get_submodule(member)
+        except AttributeError:
+            members = [name for name, _ in model.named_children()]
+            raise WeightsError(f"--weights {entry}: the network has no member '{member}'; its top-level parts "
+                               f"are {', '.join(members)}") from None
+        _load_into(target, path)
+
+
+def _load_into(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict (or a checkpoint holding one under "model" or "state_dict") into `model`.
+
+    Only tensors are read (`torch.load(weights_only=True)`): a checkpoint cannot run code.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}") from None
+    except Exception as err:
+        raise WeightsError(f"cannot read weights from {path}: {type(err).__name__}: {first_line(err)}") from None
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} holds no state_dict of tensors")
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise WeightsError(f"{path} has no entry '{key}' (shape {list(value.shape)}); it was saved from "
+                              "another network")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise WeightsError(f"'{key}' has shape {list(state[key].shape)} in {path} but {list(value.shape)} in "
+                              "the spec")
+    extra = [key for key in state if key not in own]
+    if extra:
+        raise WeightsError(f"{path} has an entry '{extra[0]}' that the spec does not")
+    model.load_state_dict(state)

@@ -1,0 +1,630 @@
+"""Lowering: a loaded program's network instantiated as the graph IR, with names, blocks, arguments, repeats and
+groups resolved (program.py loads the files; reserved.py names the labels a layer cannot take).
+
+Over 500 lines for a reason: it is one class, `Lowering`, whose methods walk the AST together over one stack of
+frames (a body runs statements, a statement a chain, a chain its steps, a step a call or a block instance,
+which runs a body again); split across modules they would share all of that state."""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from netspec.language import ast
+from netspec.ground.errors import Diagnostic, NetspecError, Related, Span, did_you_mean
+from netspec.language.evaluate import Symbol, evaluate, handed_on, show, step_limit
+from netspec.ir import Graph, Node, Scope, ShapeCheck
+from netspec.ops import OPS
+from netspec.ops.base import signature
+from netspec.semantics.program import Definitions, Program, select_network
+from netspec.semantics.recipe import recipe_from_section
+from netspec.semantics.reserved import reserved
+
+
+# Instantiation ---------------------------------------------------------------
+
+_POISON = None  # the value of anything whose definition had an error; its users stay silent
+
+_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+@dataclass
+class Frame:
+    """One body being instantiated: a network, a block instance or a group."""
+
+    defs: Definitions
+    prefix: str
+    counter: list[int]  # shared with spread blocks, which continue their caller's numbering
+    params: dict[str, Any]
+    scope: tuple[str, ...]
+    stack: tuple[str, ...]  # block names being instantiated, to catch recursion
+    parent: Frame | None = None  # groups see their enclosing names
+    values: dict[str, str | None] = field(default_factory=dict)
+    value_spans: dict[str, Span] = field(default_factory=dict)
+
+    def lookup_param(self, name: str) -> Any:
+        frame: Frame | None = self
+        while frame is not None:
+            if name in frame.params:
+                return frame.params[name]
+            frame = frame.parent
+        return self.defs.lets[name]
+
+    def param_names(self) -> list[str]:
+        names, frame = set(self.defs.lets), self
+        while frame is not None:
+            names |= set(frame.params)
+            frame = frame.parent
+        return sorted(names)
+
+    def lookup_value(self, name: str) -> str | None:
+        frame: Frame | None = self
+        while frame is not None:
+            if name in frame.values:
+                return frame.values[name]
+            frame = frame.parent
+        raise KeyError(name)
+
+    def value_names(self) -> list[str]:
+        names, frame = set(), self
+        while frame is not None:
+            names |= set(frame.values)
+            frame = frame.parent
+        return sorted(names)
+
+    def child_name(self, label: str | None) -> str:
+        local = label if label is not None else str(self.counter[0])
+        # A numeric label sets the numbering, as torchvision's Sequentials with gaps need: `"2": ...` is
+        # followed by 3, 4, ...
+        self.counter[0] = int(label) + 1 if label is not None and label.isdecimal() else self.counter[0] + 1
+        return f"{self.prefix}.{local}" if self.prefix else local
+
+    def evaluate(self, expr: ast.Expr, allow_symbol: bool = False) -> Any:
+        return handed_on(evaluate(expr, self.lookup_param, self.param_names, allow_symbol), expr)
+
+
+# pydantic's wording names Python types; these name the spec's.
+_FRIENDLY = {
+    "tuple_type": "expected an integer or a pair [h, w]",
+    "int_type": "expected an integer",
+    "bool_type": "expected true or false",
+    "float_type": "expected a number",
+    "list_type": "expected a list",
+}
+
+_NO_INPUT = object()
+
+
+def _hashable(value: Any) -> Any:
+    """A cache key that tells 1, 1.0 and true apart, as validation does."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_hashable(v) for v in value))
+    return (type(value).__name__, value)  # the incoming value of a network's root body: its `input` creates the graph input
+
+
+class Lowering:
+    def __init__(self, program: Program):
+        self.program = program
+        self.limits = program.limits
+        self.instances = 0  # layers, blocks and groups instantiated: bounds the work, even of empty groups
+        self.nodes: list[Node] = []
+        self.node_spans: dict[str, Span] = {}
+        self.scopes: dict[str, Scope] = {}
+        self.checks: list[ShapeCheck] = []
+        self.errors: list[Diagnostic] = []
+        self.reported: set[tuple] = set()
+        self.input_name: str | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.validated: dict[tuple, Any] = {}
+        self.declared_outputs: list[str] | None = None  # from the network's `output` statement
+        self.calls: list[tuple[str, Span | None]] = []  # the block instances being lowered, outermost first
+        self.output_names: list[str] = []  # the same, as the statement names them
+
+    def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
+        self._report([Diagnostic(code, message, span, hint, tuple(notes))])
+
+    def _report(self, diagnostics: list[Diagnostic]) -> None:
+        """Once per place: a mistake inside a block repeated 1,000 times is one mistake, reported with the
+        calls that led to its first instance."""
+        for d in diagnostics:
+            key = (d.code, d.span, d.message)
+            if key not in self.reported:
+                self.reported.add(key)
+                calls = [(block, span) for block, span in reversed(self.calls) if span is not None and span != d.span]
+                if calls:
+                    notes = tuple(f"in block {block} called at {span}" for block, span in calls)
+                    related = tuple(Related(span, f"in block {block} called here") for block, span in calls)
+                    d = dataclasses.replace(d, notes=d.notes + notes, related=d.related + related)
+                self.errors.append(d)
+
+    # network entry -----------------------------------------------------------
+
+    def network(self, name: str, overrides: dict[str, Any]) -> Graph:
+        defs = self.program.root
+        item = defs.blocks[name]
+        if keyword.iskeyword(name):  # it becomes the compiled module's class name
+            self.error("NS203", f"'{name}' cannot name a network: it is a Python keyword", item.span)
+        frame = Frame(defs, "", [0], {}, (), (name,))
+        self._bind_network_params(item, overrides, frame)
+        if isinstance(item, ast.NetworkAlias):
+            output = self._run_step(item.step, frame, _NO_INPUT, root_alias=True)
+        else:
+            output = self._run_body(item.body, frame, _NO_INPUT, item)
+        if self.input_name is None and not self.errors:
+            self.error("NS210", f"network '{name}' declares no input", item.span,
+                       "start its body with an input shape, e.g. `input x: [3, 224, 224]`")
+        aux_outputs: list[str] = []
+        output_names = self.output_names
+        if self.declared_outputs:
+            output, *aux_outputs = self.declared_outputs
+        if self.errors:  # keep what was built, so the shape pass can still report independent mistakes
+            output = self.nodes[-1].name if self.nodes else ""
+            aux_outputs, output_names = [], []
+        recipe, mistakes = recipe_from_section(defs.trains.get(name), defs.lets)
+        self.errors.extend(mistakes)
+        return Graph(name=name, file=defs.file, arguments=frame.params, input=self.input_name or "",
+                     input_shape=self.input_shape or (), output=output, aux_outputs=aux_outputs,
+                     output_names=output_names, nodes=self.nodes,
+                     scopes=self.scopes,
+                     checks=self.checks, recipe=recipe, diagnostics=self.errors)
+
+    def _bind_network_params(self, item, overrides: dict[str, Any], frame: Frame) -> None:
+        declared = {p.name for p in item.params}
+        for key in overrides:
+            if key not in declared:
+                hint = did_you_mean(key, declared) or (f"it takes {', '.join(sorted(declared))}" if declared
+                                                       else "it takes no parameters")
+                self.error("NS202", f"network '{item.name}' has no parameter '{key}'", item.span, hint)
+        for param in item.params:
+            if param.name in overrides:
+                frame.params[param.name] = overrides[param.name]
+            elif param.default is not None:
+                frame.params[param.name] = self._eval(frame, param.default, allow_symbol=True)
+            else:
+                self.error("NS204", f"network parameter '{param.name}' has no default and was not set",
+                           param.span, f"pass it with --set {param.name}=VALUE")
+
+    # bodies and statements --------------------------------------------------
+
+    def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None,
+                  loop: bool = False) -> Any:
+        for position, stmt in enumerate(body):
+            if isinstance(stmt, ast.Input):
+                if position != 0 or owner is None:
+                    self.error("NS203", "`input` must be the first statement of a block or network", stmt.span)
+                    continue
+                current = self._declare_input(stmt, frame, current, owner)
+            elif isinstance(stmt, ast.Assign):
+                current = self._run_chain(stmt.chain, frame, current)
+                self._bind(frame, stmt.target, current, stmt.span)
+            elif isinstance(stmt, ast.For):
+                current = self._run_for(stmt, frame, current)
+            elif isinstance(stmt, ast.Output):
+                self._declare_outputs(stmt, frame, owner, position == len(body) - 1)
+            else:
+                current = self._run_chain(stmt, frame, current)
+        if current is _NO_INPUT and not loop:
+            return _POISON
+        return current
+
+    def _run_for(self, stmt: ast.For, frame: Frame, current):
+        values = self._eval(frame, stmt.values)
+        if values is _POISON:
+            return _POISON
+        if not isinstance(values, list):
+            self.error("NS203", f"a for loop runs over a list, got {show(values)}", stmt.values.span,
+                       "loop over range(n) or a list such as [64, 128]")
+            return _POISON
+        for value in values:
+            self.instances += 1  # an empty body still costs a pass: bound it with the layers
+            if self.instances > self.limits.instances:
+                self.error("NS213", f"the network instantiates more than {self.limits.instances:,} layers, blocks "
+                                    "and groups", stmt.span)
+                raise NetspecError(self.errors)
+            # One frame per pass: the loop variable and the names bound inside are the pass's own, while the
+            # layers it makes are numbered and scoped as if written out in the enclosing body.
+            iteration = Frame(frame.defs, frame.prefix, frame.counter, {stmt.name: value}, frame.scope, frame.stack,
+                              parent=frame)
+            current = self._run_body(stmt.body, iteration, current, None, loop=True)
+        return current
+
+    def _declare_outputs(self, stmt: ast.Output, frame: Frame, owner, last: bool) -> None:
+        if owner is None or not owner.is_network or frame.stack[1:]:
+            self.error("NS203", "`output` declares a network's outputs: it belongs in a network's body", stmt.span,
+                       "a block returns its last value; list the network's outputs in the network itself")
+            return
+        if not last or self.declared_outputs is not None:
+            self.error("NS203", "`output` must be the last statement of the network", stmt.span)
+            return
+        names: list[str] = []
+        for item in stmt.items:
+            if item.condition is not None:
+                keep = self._eval(frame, item.condition)
+                if keep is _POISON:
+                    return
+                if not keep:
+                    continue
+            value = self._reference(frame, item.name, item.span)
+            if value is _POISON:
+                return
+            if value in names:
+                self.error("NS206", f"'{item.name}' is listed as an output twice", item.span)
+                return
+            names.append(value)
+            self.output_names.append(item.name)
+        self.declared_outputs = names
+
+    def _declare_input(self, stmt: ast.Input, frame: Frame, current, owner: ast.Block):
+        shape = None
+        if stmt.shape is not None:
+            value = self._eval(frame, stmt.shape)
+            if value is not _POISON:
+                shape = self._shape_value(value, stmt.shape.span)
+        if current is _NO_INPUT:
+            if stmt.shape is None:
+                self.error("NS210", f"'{owner.name}' is used as a network but its input has no shape",
+                           stmt.span, f"declare it: `input {stmt.name}: [C, H, W]`")
+                return _POISON
+            if shape is None:
+                return _POISON
+            self.input_name, self.input_shape = stmt.name, shape
+            name = f"{frame.prefix}.{stmt.name}" if frame.prefix else stmt.name
+            self._emit(name, "input", {"shape": shape}, [], stmt.span, frame)
+            current = name
+        elif shape is not None and current is not _POISON:
+            self.checks.append(ShapeCheck(value=current, expected=shape, block=owner.name, span=stmt.span))
+        self._bind(frame, stmt.name, current, stmt.span)
+        return current
+
+    def _shape_value(self, value, span: Span) -> tuple[int, ...] | None:
+        if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                for v in value):
+            self.error("NS203", f"an input shape is a list of integers such as [3, 224, 224], got {show(value)}",
+                       span)
+            return None
+        if any(v <= 0 for v in value):
+            self.error("NS303", f"input shape {show(value)} has a non-positive dimension", span)
+            return None
+        if any(v > 2**31 for v in value):
+            self.error("NS213", f"input shape {show(value)} has a dimension over 2^31", span)
+            return None
+        return tuple(value)
+
+    def _bind(self, frame: Frame, name: str, value, span: Span) -> None:
+        if name in frame.values:
+            self.error("NS206", f"duplicate name '{name}'", span, notes=(f"first bound at {frame.value_spans[name]}",))
+            return
+        frame.values[name] = value
+        frame.value_spans[name] = span
+
+    def _run_chain(self, chain: ast.Chain, frame: Frame, current) -> Any:
+        for step in chain.steps:
+            current = self._run_step(step, frame, current)
+        return current
+
+    # steps --------------------------------------------------------------------
+
+    def _run_step(self, step: ast.Step, frame: Frame, current, root_alias: bool = False) -> Any:
+        if step.condition is not None and not self._eval(frame, step.condition):
+            return current
+        if isinstance(step.label, ast.Template):
+            label = self._fill_label(step.label, frame)
+            if label is None:
+                return _POISON
+            step = dataclasses.replace(step, label=label)
+        if step.label is not None and not _LABEL.fullmatch(step.label):
+            self.error("NS203", f"'{step.label}' cannot name a layer: a label is letters, digits, '_' and '-'",
+                       step.label_span, "e.g. \"block1-0\" or \"denselayer{i + 1}\"")
+            return _POISON
+        if step.label is not None and reserved(step.label):
+            self.error("NS203", f"'{step.label}' cannot name a layer: {reserved(step.label)}", step.label_span,
+                       f"choose another label, e.g. '{step.label.lstrip('_') or 'layer'}_'")
+            return _POISON
+        if step.label is not None and step.label in frame.values:
+            self.error("NS206", f"duplicate name '{step.label}'", step.label_span,
+                       notes=(f"first bound at {frame.value_spans[step.label]}",))
+            return _POISON
+        count = 1
+        if step.repeat is not None:
+            count = self._eval(frame, step.repeat)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                if count is not _POISON:
+                    self.error("NS203", f"a repeat count is a non-negative integer, got {show(count)}",
+                               step.repeat.span)
+                return _POISON
+            if count > self.limits.repeat:
+                self.error("NS213", f"repeat count {count:,} exceeds the limit of {self.limits.repeat:,}",
+                           step.repeat.span)
+                return _POISON
+            if step.label is not None and not isinstance(step.core, ast.Ref):
+                group = self._group(frame, step.label, step.span)
+                for _ in range(count):
+                    current = self._run_core(step.core, None, group, current, step)
+                self._bind(frame, step.label, current, step.label_span or step.span)
+                return current
+        for _ in range(count):
+            current = self._run_core(step.core, step.label, frame, current, step, root_alias)
+        if step.label is not None:
+            self._bind(frame, step.label, current, step.label_span or step.span)
+        return current
+
+    def _fill_label(self, template: ast.Template, frame: Frame) -> str | None:
+        text = []
+        for part in template.parts:
+            if isinstance(part, str):
+                text.append(part)
+                continue
+            value = self._eval(frame, part)
+            if value is _POISON:
+                return None
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
+                self.error("NS203", f"a label's {{expression}} must give an integer or a string, got {show(value)}",
+                           part.span)
+                return None
+            text.append(str(value))
+        return "".join(text)
+
+    def _run_core(self, core, label: str | None, frame: Frame, current, step: ast.Step, root_alias=False):
+        self.instances += 1
+        if self.instances > self.limits.instances:
+            self.errors.append(Diagnostic(
+                "NS213", f"the network instantiates more than {self.limits.instances:,} layers, blocks and groups",
+                step.span, "raise the ceiling with --max-layers N if the network is really this large",
+                (f"inside {' -> '.join(frame.stack)}",)))
+            raise NetspecError(self.errors)
+        if isinstance(core, ast.Ref):
+            if label is not None:
+                self.error("NS203", f"the label '{label}' names a reference to '{core.name}', not a layer",
+                           step.label_span, f"put the label on the layer: `{core.name} -> {label}: ...`")
+                return _POISON
+            return self._reference(frame, core.name, core.span)
+        if isinstance(core, ast.Group):
+            group = self._group(frame, label, core.span)
+            return self._run_body(core.body, group, current, None)
+        spread = isinstance(core, ast.Spread) or root_alias
+        call = core.call if isinstance(core, ast.Spread) else core
+        callee, home = call.callee, frame.defs
+        try:
+            bound = frame.lookup_param(callee)
+            if isinstance(bound, (Symbol, str)):  # a parameter naming a layer or block: `act()` with act=relu
+                callee = bound.name if isinstance(bound, Symbol) else bound
+                if isinstance(bound, Symbol) and bound.home is not None:
+                    home = bound.home  # the file where the block's name was passed, not the callee's
+        except KeyError:
+            pass
+        if callee in OPS and OPS[callee].inputs != 0:
+            return self._call_op(callee, call, label, frame, current)
+        block = home.blocks.get(callee)
+        if block is None:
+            known = [n for n, op in OPS.items() if op.inputs != 0] + list(frame.defs.blocks)
+            hint = did_you_mean(callee, known) or "see `netspec ops` for the layers netspec knows"
+            self.error("NS201", f"unknown layer or block '{callee}'", call.callee_span, hint)
+            for arg in call.args:  # still report mistakes inside the arguments
+                self._eval(frame, arg.value, allow_symbol=True)
+            return _POISON
+        return self._call_block(block, call, label, frame, current, spread, home.homes[block.name])
+
+    def _group(self, frame: Frame, label: str | None, span: Span) -> Frame:
+        path = frame.child_name(label)
+        self._add_scope(path, "group", span)
+        return Frame(frame.defs, path, [0], {}, frame.scope + (path,), frame.stack, parent=frame)
+
+    def _reference(self, frame: Frame, name: str, span: Span):
+        try:
+            return frame.lookup_value(name)
+        except KeyError:
+            self.error("NS205", f"undefined name '{name}'", span,
+                       did_you_mean(name, frame.value_names()) or self._names_hint(frame))
+            return _POISON
+
+    @staticmethod
+    def _names_hint(frame: Frame) -> str | None:
+        names = frame.value_names()
+        return f"names defined here: {', '.join(names)}" if names else None
+
+    # ops ------------------------------------------------------------------------
+
+    def _call_op(self, op_name: str, call: ast.Call, label: str | None, frame: Frame, current):
+        op = OPS[op_name]
+        inputs = [current]
+        values: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        positional = list(op.positional)
+        ok = True
+        for arg in call.args:
+            if arg.name is None:
+                if op.inputs is None:  # merges take the names of the values they join
+                    if isinstance(arg.value, ast.Name):
+                        inputs.append(self._reference(frame, arg.value.id, arg.value.span))
+                    else:
+                        self.error("NS203", f"{op_name} takes the names of values to join, got an expression",
+                                   arg.span, f"bind it first: `y = ...`, then {op_name}(y)")
+                        ok = False
+                    continue
+                if not positional:
+                    self.error("NS211", f"too many positional arguments for {op_name}", arg.span,
+                               f"expected {signature(op)}")
+                    ok = False
+                    continue
+                key = positional.pop(0)
+            else:
+                key = arg.name
+                if key not in op.Args.model_fields:
+                    self.error("NS202", f"{op_name} has no argument '{key}'", arg.span,
+                               did_you_mean(key, op.Args.model_fields) or f"expected {signature(op)}")
+                    ok = False
+                    continue
+                if key in values:
+                    self.error("NS203", f"argument '{key}' given twice", arg.span)
+                    ok = False
+                    continue
+                if key in positional:
+                    positional.remove(key)
+            value = self._eval(frame, arg.value, allow_symbol=True)
+            if value is _POISON:
+                ok = False
+                continue
+            values[key], spans[key] = value, arg.value.span
+        args = self._validate(op_name, values, spans, call, frame) if ok else None
+        if op.reconstructs_input:
+            inputs.append(self.input_name if self.input_name is not None else _POISON)
+        name = frame.child_name(label)
+        if args is None or any(v is _POISON for v in inputs) or current is _NO_INPUT:
+            if current is _NO_INPUT:
+                self.error("NS210", f"{op_name} has no input: the network has not declared one yet", call.span,
+                           "start the network with `input x: [C, H, W]`")
+            return _POISON
+        self._emit(name, op_name, args, inputs, call.span, frame)
+        return name
+
+    def _validate(self, op_name: str, values: dict, spans: dict, call: ast.Call, frame: Frame):
+        plain = {k: (v.name if isinstance(v, Symbol) else v) for k, v in values.items()}
+        # Block instances repeat the same arguments; args are immutable, so one validation serves them all.
+        key = (op_name, _hashable(plain))
+        if key in self.validated:
+            return self.validated[key]
+        if key + (call.span,) in self.validated:  # these arguments failed here before, and were reported
+            return None
+        self.validated[key + (call.span,)] = None
+        try:
+            args = self.validated[key] = OPS[op_name].Args.model_validate(plain)
+            return args
+        except ValidationError as err:
+            reported: set = set()
+            for e in err.errors():
+                key = e["loc"][0] if e["loc"] else None
+                if key in reported:  # a union type reports once per alternative; one message is enough
+                    continue
+                reported.add(key)
+                span = spans.get(key, call.span)
+                original = values.get(key)
+                if isinstance(original, Symbol):
+                    self.error("NS205", f"undefined name '{original.name}'", span,
+                               did_you_mean(original.name, frame.param_names()))
+                elif e["type"] == "missing":
+                    self.error("NS204", f"{op_name} needs argument '{key}'", call.span,
+                               f"expected {signature(OPS[op_name])}")
+                elif e["type"] in ("greater_than", "greater_than_equal") and isinstance(e.get("input"), int):
+                    limit = "positive" if e["type"] == "greater_than" else "non-negative"
+                    self.error("NS303", f"'{key}' of {op_name} must be {limit}, got {e['input']}", span)
+                else:
+                    message = _FRIENDLY.get(e["type"]) or e["msg"].removeprefix("Value error, ")
+                    got = f", got {show(original)}" if key else ""
+                    where = f"'{key}' of {op_name}" if key else op_name
+                    self.error("NS203", f"invalid {where}: {message[:1].lower()}{message[1:]}{got}", span)
+                if key is None:
+                    break
+            return None
+
+    def _emit(self, name: str, op: str, args, inputs: list[str], span: Span, frame: Frame) -> None:
+        if name in self.node_spans:
+            self.error("NS206", f"duplicate layer name '{name}'", span,
+                       notes=(f"first defined at {self.node_spans[name]}",))
+            return
+        if isinstance(args, dict):
+            args = OPS[op].Args.model_validate(args)
+        self.nodes.append(Node(name=name, op=op, args=args, inputs=inputs, span=span, scope=frame.scope))
+        self.node_spans[name] = span
+
+    def _add_scope(self, path: str, kind: str, span: Span) -> None:
+        self.scopes.setdefault(path, Scope(path=path, kind=kind, span=span))
+
+    # blocks -----------------------------------------------------------------------
+
+    def _call_block(self, block, call: ast.Call, label, frame: Frame, current, spread: bool, home: Definitions):
+        if block.name in frame.stack:
+            cycle = " -> ".join(frame.stack[frame.stack.index(block.name):] + (block.name,))
+            self.error("NS207", f"block '{block.name}' instantiates itself: {cycle}", call.span)
+            return _POISON
+        if len(frame.stack) >= self.limits.block_depth:
+            self.error("NS213", f"blocks nest deeper than {self.limits.block_depth}", call.span)
+            return _POISON
+        if spread:
+            inner = Frame(home, frame.prefix, frame.counter, {}, frame.scope, frame.stack + (block.name,))
+        else:
+            path = frame.child_name(label)
+            inner = Frame(home, path, [0], {}, frame.scope + (path,), frame.stack + (block.name,))
+            self._add_scope(path, block.name, call.span)
+        if not self._bind_block_args(block, call, frame, inner):
+            return _POISON
+        if not spread:  # the generated Python names a block class's parameters after these (backends/torch/source.py)
+            given: list[str] = []  # as _bind_block_args binds them: a positional argument takes the next free name
+            for arg in call.args:
+                given.append(arg.name or next((p.name for p in block.params if p.name not in given), ""))
+            self.scopes[path].arguments = dict(inner.params)
+            self.scopes[path].defaulted = tuple(name for name in inner.params if name not in given)
+        self.calls.append((block.name, call.span))
+        try:
+            if isinstance(block, ast.NetworkAlias):
+                return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
+            return self._run_body(block.body, inner, current, block)
+        finally:
+            self.calls.pop()
+
+    def _bind_block_args(self, block, call: ast.Call, caller: Frame, inner: Frame) -> bool:
+        params = {p.name: p for p in block.params}
+        order = [p.name for p in block.params]
+        given: dict[str, Any] = {}
+        ok = True
+        for arg in call.args:
+            if arg.name is None:
+                remaining = [n for n in order if n not in given]
+                if not remaining:
+                    self.error("NS211", f"too many positional arguments for block '{block.name}'", arg.span,
+                               f"{block.name} takes ({', '.join(order)})")
+                    ok = False
+                    continue
+                key = remaining[0]
+            else:
+                key = arg.name
+                if key not in params:
+                    self.error("NS202", f"block '{block.name}' has no parameter '{key}'", arg.span,
+                               did_you_mean(key, order) or f"{block.name} takes ({', '.join(order)})")
+                    ok = False
+                    continue
+                if key in given:
+                    self.error("NS203", f"argument '{key}' given twice", arg.span)
+                    ok = False
+                    continue
+            value = self._eval(caller, arg.value, allow_symbol=True)
+            if value is _POISON:
+                ok = False
+            given[key] = value
+        for name in order:  # defaults may use earlier parameters, e.g. `mid=c // 4`
+            if name in given:
+                inner.params[name] = given[name]
+            elif params[name].default is not None:
+                value = self._eval(inner, params[name].default, allow_symbol=True)
+                ok = ok and value is not _POISON
+                inner.params[name] = value
+            else:
+                self.error("NS204", f"block '{block.name}' needs argument '{name}'", call.span,
+                           f"{block.name} takes ({', '.join(order)})")
+                ok = False
+        return ok
+
+    def _eval(self, frame: Frame, expr: ast.Expr, allow_symbol: bool = False):
+        try:
+            value = frame.evaluate(expr, allow_symbol)
+        except NetspecError as err:
+            self._report(err.diagnostics)
+            return _POISON
+        if isinstance(value, Symbol) and value.home is None and value.name in frame.defs.blocks:
+            return Symbol(value.name, frame.defs)  # a block named here is this file's block, wherever it is used
+        return value
+
+
+def lower(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:
+    """Instantiate one network of a loaded program as a graph (shapes not yet inferred).
+
+    Mistakes found here are in `graph.diagnostics`; the graph then holds the layers that were sound.
+    """
+    name = select_network(program, network)
+    with step_limit(program.limits.evaluation_steps):  # the arguments of every instance
+        return Lowering(program).network(name, overrides or {})

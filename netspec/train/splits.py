@@ -1,0 +1,114 @@
+"""A run's data as splits: the training, validation and test sets (`TrainingData`), the validation images held
+out of the training set, and what every split gives the loop, this process's batches of an epoch (`Split`).
+Which images a process takes is decided by torch's DistributedSampler on either path, in memory or streamed: the
+epoch's permutation is drawn from (seed, epoch) alone, and process r of N takes every N-th index from position r.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from netspec.semantics.recipe import Recipe
+
+# The validation images are drawn with this seed whatever the run's seed, so that runs differing only in their
+# seed are compared on the same validation set.
+VALIDATION_SEED = 0
+
+
+class Split(ABC):
+    """One split's images as batches on the device, this process's share of them. `skipped` collects the
+    images that could not be read ("path: reason"), as they are met."""
+
+    images: int
+    skipped: list[str]
+
+    def steps(self, batch_size: int, world_size: int) -> int:
+        """Training steps per epoch for each process: DistributedSampler gives each ceil(images / N)."""
+        return math.ceil(math.ceil(self.images / world_size) / batch_size)
+
+    @abstractmethod
+    def training_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's shard of the epoch's shuffle, augmented; `seed` draws the augmentation."""
+
+    @abstractmethod
+    def evaluation_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's shard, in order, as evaluated."""
+
+
+def epoch_shard(count: int, seed: int, epoch: int, rank: int, world_size: int, device) -> torch.Tensor:
+    """This process's indices for one epoch, in order: its DistributedSampler shard of the epoch's shuffle.
+    When `world_size` does not divide `count`, the sampler repeats the first few indices of the shuffle so that
+    every process takes as many images (and steps) as the others."""
+    sampler = DistributedSampler(range(count), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long, device=device)
+
+
+def evaluation_shard(count: int, rank: int, world_size: int, device) -> torch.Tensor:
+    """This process's share of an evaluation set: the unshuffled DistributedSampler shard without the padding it
+    adds to even out the shards, so that the shards together hold every image exactly once."""
+    sampler = DistributedSampler(range(count), num_replicas=world_size, rank=rank, shuffle=False)
+    own = len(range(rank, count, world_size))
+    return torch.tensor(list(sampler)[:own], dtype=torch.long, device=device)
+
+
+def hold_out(count: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices): round(fraction x count) images drawn with VALIDATION_SEED, the
+    rest kept in their order."""
+    held = round(fraction * count)
+    if not held:
+        return torch.arange(count), torch.arange(0)
+    chosen = torch.randperm(count, generator=torch.Generator().manual_seed(VALIDATION_SEED))[:held]
+    keep = torch.ones(count, dtype=torch.bool)
+    keep[chosen] = False
+    return keep.nonzero().flatten(), chosen.sort().values
+
+
+def validation_indices(recipe: Recipe, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """hold_out() of the recipe's validation fraction, and where the validation images came from, in words."""
+    train, val = hold_out(count, recipe.validation)
+    return train, val, f"{recipe.validation:.0%} held out of the training set, seed {VALIDATION_SEED}"
+
+
+@dataclass
+class DataOptions:
+    """How the data reaches the device: `mode` "auto", "memory" or "stream"; DataLoader `workers` (None: a
+    default for this machine); `limit_eval` caps the validation and test images (a smoke run)."""
+
+    mode: str = "auto"
+    workers: int | None = None
+    limit_eval: int | None = None
+    # The normalisation (per-channel mean, std) to apply instead of the training images': a checkpoint's, so
+    # that `netspec eval` normalises as the run did whatever validation split its settings give.
+    statistics: tuple[list[float], list[float]] | None = None
+
+
+@dataclass
+class TrainingData:
+    """The splits of a run, on their way to the device. `pixels` undoes the normalisation of a batch."""
+
+    name: str
+    mode: str
+    classes: int
+    train: Split
+    val: Split | None
+    test: Split | None
+    pixels: Callable[[torch.Tensor], torch.Tensor]
+    validation_from: str  # where the validation images came from, in words
+    statistics: dict = field(default_factory=dict)  # the normalisation's mean and std, for config.json
+
+    def skipped(self) -> list[str]:
+        return [s for split in (self.train, self.val, self.test) if split is not None for s in split.skipped]
+
+    def describe(self) -> str:
+        sizes = [f"{self.train.images:,} train"]
+        if self.val is not None:
+            sizes.append(f"{self.val.images:,} validation ({self.validation_from})")
+        sizes.append(f"{self.test.images:,} test" if self.test is not None else "no test set")
+        return f"{self.name} {'in memory' if self.mode == 'memory' else 'streamed'}: {', '.join(sizes)}"
