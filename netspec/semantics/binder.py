@@ -10,6 +10,7 @@ it knows nothing of any editor protocol.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,32 +97,60 @@ class FileNames:
 
 
 class NameScope:
-    """Names visible in a body: values (inputs, `y = ...`, labels) up to the enclosing block, parameters
-    (block parameters, loop variables) up to the file, whose lets end the chain."""
+    """The names a body sees, by the one rule that lowering and the editor share: values (inputs, `y = ...`,
+    layer labels) are seen up to the enclosing block's own body; parameters (block parameters, loop variables)
+    up to the file, whose lets end the chain. Lowering keeps node names and evaluated values in it, the binder
+    Bindings."""
 
-    def __init__(self, parent: NameScope | None, block: bool = False):
+    def __init__(self, parent: NameScope | None = None, block: bool = False, params: dict[str, Any] | None = None):
         self.parent = parent
         self.block = block  # values are not seen past a block's own body
-        self.values: dict[str, Binding] = {}
-        self.params: dict[str, Binding] = {}
+        self.values: dict[str, Any] = {}
+        self.params: dict[str, Any] = params if params is not None else {}
 
-    def value(self, name: str) -> Binding | None:
-        scope = self
+    def _value_scopes(self) -> Iterator[NameScope]:
+        scope: NameScope | None = self
         while scope is not None:
+            yield scope
+            scope = None if scope.block else scope.parent
+
+    def _param_scopes(self) -> Iterator[NameScope]:
+        scope: NameScope | None = self
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+    def find_value(self, name: str) -> Any:
+        """What `name` is bound to as a value; KeyError if it is not seen here."""
+        for scope in self._value_scopes():
             if name in scope.values:
                 return scope.values[name]
-            if scope.block:
-                return None
-            scope = scope.parent
-        return None
+        raise KeyError(name)
 
-    def param(self, name: str) -> Binding | None:
-        scope = self
-        while scope is not None:
+    def find_param(self, name: str) -> Any:
+        """What `name` is bound to as a parameter, loop variable or let; KeyError if it is not seen here."""
+        for scope in self._param_scopes():
             if name in scope.params:
                 return scope.params[name]
-            scope = scope.parent
-        return None
+        raise KeyError(name)
+
+    def value(self, name: str) -> Any:
+        try:
+            return self.find_value(name)
+        except KeyError:
+            return None
+
+    def param(self, name: str) -> Any:
+        try:
+            return self.find_param(name)
+        except KeyError:
+            return None
+
+    def value_names(self) -> list[str]:
+        return sorted({name for scope in self._value_scopes() for name in scope.values})
+
+    def param_names(self) -> list[str]:
+        return sorted({name for scope in self._param_scopes() for name in scope.params})
 
 
 def bind_names(file: str, index: SourceOffsets, module: ast.Module, trees: dict[str, ast.Module]) -> FileNames:

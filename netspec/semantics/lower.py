@@ -21,6 +21,7 @@ from netspec.language.evaluate import Symbol, evaluate, handed_on, show, step_li
 from netspec.ir import Graph, Node, Scope, ShapeCheck
 from netspec.ops import OPS
 from netspec.ops.base import signature
+from netspec.semantics.binder import NameScope
 from netspec.semantics.program import Definitions, Program, select_network
 from netspec.semantics.recipe import recipe_from_section
 from netspec.semantics.reserved import reserved
@@ -34,7 +35,9 @@ _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 @dataclass
 class Frame:
-    """One body being instantiated: a network, a block instance or a group."""
+    """One body being instantiated: a network, a block instance or a group (a for loop's pass too). Its names are
+    a binder NameScope: a group's sees its enclosing body's, a block instance's stops at its own body for values and
+    reaches its home file's lets for parameters."""
 
     defs: Definitions
     prefix: str
@@ -43,38 +46,24 @@ class Frame:
     scope: tuple[str, ...]
     stack: tuple[str, ...]  # block names being instantiated, to catch recursion
     parent: Frame | None = None  # groups see their enclosing names
-    values: dict[str, str | None] = field(default_factory=dict)
     value_spans: dict[str, Span] = field(default_factory=dict)
 
+    def __post_init__(self):
+        enclosing = self.parent.names if self.parent is not None else NameScope(params=self.defs.lets)
+        self.names = NameScope(enclosing, block=self.parent is None, params=self.params)
+        self.values: dict[str, str | None] = self.names.values  # a name's graph node (None: poisoned)
+
     def lookup_param(self, name: str) -> Any:
-        frame: Frame | None = self
-        while frame is not None:
-            if name in frame.params:
-                return frame.params[name]
-            frame = frame.parent
-        return self.defs.lets[name]
+        return self.names.find_param(name)
 
     def param_names(self) -> list[str]:
-        names, frame = set(self.defs.lets), self
-        while frame is not None:
-            names |= set(frame.params)
-            frame = frame.parent
-        return sorted(names)
+        return self.names.param_names()
 
     def lookup_value(self, name: str) -> str | None:
-        frame: Frame | None = self
-        while frame is not None:
-            if name in frame.values:
-                return frame.values[name]
-            frame = frame.parent
-        raise KeyError(name)
+        return self.names.find_value(name)
 
     def value_names(self) -> list[str]:
-        names, frame = set(), self
-        while frame is not None:
-            names |= set(frame.values)
-            frame = frame.parent
-        return sorted(names)
+        return self.names.value_names()
 
     def child_name(self, label: str | None) -> str:
         local = label if label is not None else str(self.counter[0])
