@@ -187,3 +187,21 @@ def test_live_progress_draws_the_running_epoch(monkeypatch):
     assert "<p>1 epoch trained</p>" in shown[-1]
     assert "<td class='n'>1</td><td class='n'>0.5000</td><td class='n'>87.50%</td><td class='n'>1,234</td>" in shown[-1]
     assert progress.points[-1] == (1.0, 0.5, 0.875)
+
+
+def test_an_ipython_shell_shows_graphs_and_summaries_as_tables_once_netspec_registers_them():
+    """The IR and the summary know nothing of Jupyter (tests/test_layers.py): the tables are IPython formatters
+    registered from above, by `import netspec` in a running shell and by `%load_ext netspec`."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from netspec.analysis.tables import show_tables
+
+    shell = InteractiveShell.instance()
+    graph = netspec.load(LENET)
+    assert not hasattr(graph, "_repr_html_")
+    show_tables(shell)
+    shown, _ = shell.display_formatter.format(graph)
+    assert "<td>Params</td><td colspan='4'>61,706 (trainable" in shown["text/html"]
+    assert shown["text/plain"] == 'LeNet(classes=10, act="relu"): 13 rows, 61,706 params, 416,734 MACs, output [10]'
+    summary, _ = shell.display_formatter.format(netspec.summarize(graph, depth=1))
+    assert summary["text/html"].startswith("<style>")
