@@ -134,6 +134,57 @@ def mutated_spec(draw) -> tuple[str, bytes]:
     return name, data
 
 
+# Files of every kind, as a spec or as what it imports -------------------------------------------------------------
+
+FILE_KINDS = ["regular", "fifo", "folder", "link loop", "dangling link", "link to /dev/zero", "unreadable"]
+
+
+@dataclass
+class HostileFile:
+    """A path of some kind (FILE_KINDS) given as the spec itself, or imported by a valid spec beside it."""
+
+    kind: str
+    data: bytes  # a regular or unreadable file's bytes: never a network (they end in a stray `)`)
+    imported: bool
+    allow_any_import: bool  # --allow-any-import, so that a link to /dev/zero is followed and read
+
+    def make(self, folder: Path) -> tuple[Path, Path]:
+        """Create it in `folder`: (the spec to check, the path of the given kind)."""
+        target = folder / "target.net"
+        if self.kind in ("regular", "unreadable"):
+            target.write_bytes(self.data)
+            if self.kind == "unreadable":
+                target.chmod(0)  # unreadable unless root, who reads it as a regular file
+        elif self.kind == "fifo":
+            os.mkfifo(target)
+        elif self.kind == "folder":
+            target.mkdir()
+        elif self.kind == "link loop":
+            target.symlink_to("other.net")
+            (folder / "other.net").symlink_to("target.net")
+        elif self.kind == "dangling link":
+            target.symlink_to("nowhere.net")
+        else:
+            target.symlink_to("/dev/zero")
+        if not self.imported:
+            return target, target
+        spec = folder / "spec.net"
+        spec.write_text('import "target.net"\nnetwork N {\n  input x: [1, 8, 8]\n  relu()\n}\n')
+        return spec, target
+
+    def arguments(self, spec: Path) -> list[str]:
+        return ["check", str(spec)] + (["--allow-any-import"] if self.allow_any_import else [])
+
+
+@st.composite
+def hostile_file(draw, kinds: list[str] = FILE_KINDS, imported: bool | None = None) -> HostileFile:
+    """A spec or an import (or, given `imported`, that one) that is one of `kinds`: a FIFO, a folder, a loop of
+    links, a dangling link, a link to /dev/zero, an unreadable file or a file of random bytes."""
+    data = draw(st.binary(max_size=64)) + b"\n)"
+    imported = draw(st.booleans()) if imported is None else imported
+    return HostileFile(draw(st.sampled_from(kinds)), data, imported, draw(st.booleans()))
+
+
 # Random networks from the layer library -------------------------------------------------------------------------
 
 @dataclass

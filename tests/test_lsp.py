@@ -5,6 +5,9 @@ notifications, with generous timeouts and no timing asserts.
 """
 
 import asyncio
+import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -388,3 +391,147 @@ async def test_no_input_of_the_fuzz_suite_hangs_or_crashes_the_server(client, fo
     assert [m.message for m in client.log_messages if m.type == lsp.MessageType.Error] == []
     # Still serving: the spec from the start answers as it did.
     assert (await hover(client, folder / "net.net", 6, 3)).startswith("Small(classes=10):\n- `stem` → [16, 32, 32]")
+
+
+# Hostile files and requests ----------------------------------------------------------------------------------------
+
+async def test_an_import_of_a_fifo_or_a_device_is_a_diagnostic_at_the_import(client, folder, tmp_path):
+    os.mkfifo(tmp_path / "pipe.net")
+    (tmp_path / "zero.net").symlink_to("/dev/zero")
+    spec = tmp_path / "imports.net"
+    text = 'import "pipe.net"\nimport "zero.net"\n\nnetwork N {\n  input x: [1, 8, 8]\n  stem: conv(2, kernel=1)\n}\n'
+    found = await publish(client, spec, text)
+    assert [(d.code, d.range) for d in found] == [("NS209", span(0, 0, 17)), ("NS214", span(1, 0, 17))]
+    assert found[0].message == (f"{tmp_path / 'pipe.net'} is a FIFO (named pipe), not a regular file\n"
+                                "hint: a spec is a file on disk; pipes and devices are not read")
+    # Shown relative to the server's working folder.
+    assert re.fullmatch(r"this import reads (\.\./)*dev/zero, outside the folders imports may read",
+                        found[1].message.split("\n")[0])
+    # Still answering: the server did not block on the pipe, nor read the device.
+    assert (await hover(client, spec, 5, 9)).startswith("```netspec\nconv(")  # no graph: the op's signature
+    close(client, spec)
+    assert await publish(client, folder / "net.net") == []
+    assert (await hover(client, folder / "net.net", 6, 3)).startswith("Small(classes=10):\n- `stem`")
+
+
+async def test_a_document_larger_than_a_spec_may_be_is_one_error_and_not_checked(client, folder):
+    path = folder / "huge.net"
+    text = "network N {\n  input x: [1, 8, 8]\n  relu()\n}\n" + "#" * 10_000_000
+    found = await publish(client, path, text)
+    assert [(d.code, d.range, d.message) for d in found] == [
+        ("NS213", span(0, 0, 0), f"{path} is {len(text):,} bytes; specs are limited to 4,194,304")]
+    assert await hover(client, path, 2, 3) is None
+    assert await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(doc(path))) is None
+    assert await client.text_document_formatting_async(lsp.DocumentFormattingParams(
+        doc(path), lsp.FormattingOptions(2, True))) is None
+    close(client, path)
+
+
+async def test_a_hover_at_the_end_of_a_line_of_a_million_characters(client, folder):
+    """Position conversion bisects over the line (bench/lsp_positions.py has its time); here, only that it
+    answers, and right (tests/test_hostile_files.py checks the conversion against a walk along the line)."""
+    path = folder / "long_line.net"
+    padding = " " * 999_980
+    text = f"# 😀😀\nnetwork N {{\n  input x: [1, 8, 8]\n{padding}stem: conv(8, kernel=1)\n}}\n"
+    assert await publish(client, path, text) == []
+    assert (await hover(client, path, 3, 999_990)).startswith("N:\n- `stem` → [8, 8, 8], 16 params")
+    found = await client.text_document_hover_async(lsp.HoverParams(doc(path), at(3, 999_987)))
+    assert found.range == span(3, 999_986, 999_990)  # `conv`
+    assert await hover(client, path, 0, 3) is None  # inside the first emoji: the comment
+    close(client, path)
+
+
+SERVER = [sys.executable, "-c", "import sys; from netspec.cli import main; sys.exit(main(['lsp']))"]
+
+
+class RawClient:
+    """A server of its own, spoken to in plain JSON-RPC: requests the typed client would refuse to send."""
+
+    def __init__(self, process: asyncio.subprocess.Process):
+        self.process = process
+        self.next_id = 0
+        self.notifications: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def receive(self) -> dict:
+        length = None
+        while (header := await self.process.stdout.readline()) not in (b"\r\n", b""):
+            if header.lower().startswith(b"content-length:"):
+                length = int(header.split(b":")[1])
+        assert length is not None, "the server closed its output"
+        return json.loads(await self.process.stdout.readexactly(length))
+
+    async def request(self, method: str, params) -> dict:
+        """The response to one request (an error or a result), the notifications meanwhile kept."""
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, **({} if params is ... else {"params": params})})
+
+        async def answered():
+            while True:
+                message = await self.receive()
+                if message.get("id") == self.next_id and "method" not in message:
+                    return message
+                self.notifications.append(message)
+
+        return await asyncio.wait_for(answered(), WAIT)
+
+    async def diagnostics(self, uri: str) -> list[dict]:
+        async def published():
+            while True:
+                for message in self.notifications:
+                    if message.get("method") == lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS and message["params"]["uri"] == uri:
+                        return message["params"]["diagnostics"]
+                self.notifications.append(await self.receive())
+
+        return await asyncio.wait_for(published(), WAIT)
+
+
+async def test_every_request_is_answered_even_malformed_and_exit_ends_the_server(tmp_path):
+    os.mkfifo(tmp_path / "pipe.net")
+    spec = tmp_path / "spec.net"
+    spec.write_text('import "pipe.net"\nnetwork N {\n  input x: [1, 8, 8]\n  relu()\n}\n')
+    process = await asyncio.create_subprocess_exec(*SERVER, stdin=asyncio.subprocess.PIPE,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        server = RawClient(process)
+        assert "result" in await server.request("initialize", {"processId": None, "rootUri": tmp_path.as_uri(),
+                                                               "capabilities": {}})
+        server.send({"method": "initialized", "params": {}})
+        uri = spec.as_uri()
+        server.send({"method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": uri, "languageId": "netspec", "version": 1, "text": spec.read_text()}}})
+        [diagnostic] = await server.diagnostics(uri)
+        assert (diagnostic["code"], diagnostic["range"]["start"]) == ("NS209", {"line": 0, "character": 0})
+
+        document = {"uri": uri}
+        malformed = [{"textDocument": document, "position": {"line": -1, "character": 2**31}},
+                     {"position": {"line": 0, "character": 0}},  # no document
+                     {"textDocument": document, "position": {"line": "one", "character": 0}},
+                     {"textDocument": 5, "position": None}]
+        for params in malformed:
+            answer = await server.request("textDocument/hover", params)
+            assert answer["error"]["code"] == -32602, (params, answer)
+            assert answer["error"]["message"].startswith("invalid params: ")
+        answer = await server.request("textDocument/definition", ...)  # no params at all
+        assert answer["error"]["code"] in (-32602, -32603)
+        answer = await server.request("textDocument/completion", [1, 2])
+        assert answer["error"]["code"] in (-32602, -32603)
+        assert (await server.request("netspec/nothing", {}))["error"]["code"] == -32601
+        # Within the protocol's range, however far past the text: an answer, null.
+        answer = await server.request("textDocument/hover", {"textDocument": document,
+                                                             "position": {"line": 2**31 - 1, "character": 2**31 - 1}})
+        assert answer == {"jsonrpc": "2.0", "id": server.next_id, "result": None}
+
+        assert (await server.request("shutdown", ...))["result"] is None
+        late = await server.request("textDocument/hover", {"textDocument": document,
+                                                           "position": {"line": 0, "character": 0}})
+        assert late["error"]["code"] == -32600
+        server.send({"method": "exit"})
+        assert await asyncio.wait_for(process.wait(), WAIT) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -12,6 +12,7 @@ import netspec  # noqa: E402
 from netspec import Sources  # noqa: E402
 from netspec.backends import onnx as onnx_backend  # noqa: E402
 from netspec.backends.onnx import ExportError, export  # noqa: E402
+from netspec.backends.torch import WeightsError  # noqa: E402
 from netspec.cli import main  # noqa: E402
 
 # One spec per layout: VGG-16/19 and ResNet-34/101 repeat VGG-11's and ResNet-50/152's layers (and cost a
@@ -88,14 +89,15 @@ def test_trained_weights_are_exported(in_repo, tmp_path):
 
 
 def test_mismatched_weights_name_the_first_bad_key(in_repo, tmp_path):
+    """A bad weights file is the backend's WeightsError (exit 1), as in `netspec eval`, not a usage error."""
     weights = tmp_path / "resnet.pt"
     torch.save(netspec.compile("specs/lenet.net").state_dict() | {"3.weight": torch.zeros(16, 3, 5, 5)}, weights)
-    with pytest.raises(ExportError, match=r"'3.weight' has shape \[16, 3, 5, 5\] in .* but \[16, 6, 5, 5\]"):
+    with pytest.raises(WeightsError, match=r"'3.weight' has shape \[16, 3, 5, 5\] in .* but \[16, 6, 5, 5\]"):
         exported("specs/lenet.net", tmp_path, weights=weights)
     torch.save(netspec.compile("specs/lenet5.net").state_dict(), weights)
-    with pytest.raises(ExportError, match=r"has no entry '0.weight' \(shape \[6, 1, 5, 5\]\)"):
+    with pytest.raises(WeightsError, match=r"has no entry '0.weight' \(shape \[6, 1, 5, 5\]\)"):
         exported("specs/lenet.net", tmp_path, weights=weights)
-    with pytest.raises(ExportError, match="weights file not found"):
+    with pytest.raises(WeightsError, match="weights file not found"):
         exported("specs/lenet.net", tmp_path, weights=tmp_path / "missing.pt")
     assert not (tmp_path / "model.onnx").exists()
 

@@ -150,7 +150,8 @@ def test_resume_refuses_a_damaged_checkpoint_and_changes_nothing(in_repo, tmp_pa
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert main(["train", "specs/lenet.net", "--data-dir", DATA, "--epochs", "1",
                  "--out", str(folder), "--resume"]) == 1
-    assert "last.pt is damaged or not a checkpoint" in capsys.readouterr().err
+    assert f"{folder / 'last.pt'} is truncated or not a PyTorch checkpoint; nothing was changed" in \
+        capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert main(["train", "specs/lenet.net", "--data-dir", DATA, "--out", str(folder)]) == 1
     assert "holds a run checkpointed after epoch 1; pass --resume to continue it, --overwrite to start it again" \

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from netspec.ground.version import __version__
-from netspec.backends.torch import WeightsError, load_weights, to_module
+from netspec.backends.torch import load_weights, to_module
 from netspec.backends.torch.layers import MaskedConv2d
 from netspec.ground.errors import ToolError, first_line
 from netspec.ir import Graph
@@ -37,9 +37,26 @@ ATOL, RTOL = 1e-4, 1e-3
 
 
 class ExportError(ToolError):
-    """A mistake in what was asked for (weights, opset, output); the message says which and why."""
+    """A mistake in what was asked for (opset, output), or an output that cannot be written; the message says
+    which and why. A bad weights file is the backend's WeightsError (exit 1), as in `netspec eval`."""
 
     exit_code = 2
+
+
+def written_error(err: BaseException) -> OSError | None:
+    """The OSError behind `err` (itself, or the one it was raised from): a full disk or a read-only folder that
+    an exporter met while writing, which is not the network's fault."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def cannot_write(output: Path, err: OSError) -> ExportError:
+    return ExportError(f"cannot write {output}: {err.strerror or err}; nothing was written")
 
 
 @dataclass
@@ -146,6 +163,8 @@ def _export(model, example, path, graph, opset, dynamic) -> str:
         _export_once(model, example, path, graph, opset, dynamic, dynamo=False)
         return "torchscript"
     except Exception as err:
+        if written_error(err) is not None:  # the disk, not the opset: no other exporter would do better
+            raise
         first = err
     with tempfile.TemporaryDirectory() as tmp:
         for candidate in range(opset + 1, HIGHEST_OPSET + 1):
@@ -158,6 +177,8 @@ def _export(model, example, path, graph, opset, dynamic) -> str:
     try:
         _export_once(model, example, path, graph, opset, dynamic, dynamo=True)
     except Exception as second:
+        if written_error(second) is not None:
+            raise
         raise ExportError(f"torch.onnx cannot export this network at opset {opset}. TorchScript exporter: "
                           f"{first_line(first)}; torch.export-based exporter: {first_line(second)}") from None
     return f"torch.export-based (the TorchScript exporter failed: {first_line(first)})"
@@ -234,10 +255,9 @@ def export(graph: Graph, sources, output: str | Path, weights: str | Path | list
     """Export, check with onnx.checker, verify in onnxruntime, then move the file into place.
 
     Nothing is written at `output` unless every step passed; a failing comparison is reported
-    (ExportReport.ok is False) and the file is not kept.
+    (ExportReport.ok is False) and the file is not kept. A full disk or a read-only folder is an ExportError
+    (nothing written, no temporary left).
     """
-    import onnx
-
     output = Path(output)
     if output.exists() and not force:
         raise ExportError(f"{output} exists; pass --force to overwrite it")
@@ -248,33 +268,46 @@ def export(graph: Graph, sources, output: str | Path, weights: str | Path | list
     dynamic = batch == "dynamic"
     model = to_module(graph, seed=seed)
     if weights is not None:
-        try:
-            load_weights(model, weights)
-        except WeightsError as err:
-            raise ExportError(str(err)) from None
+        load_weights(model, weights)  # a bad file is a WeightsError: exit 1, as `netspec eval` says it
     model.eval()
     if graph.aux_outputs:
         model.all_outputs = True  # every output in the file, auxiliary classifiers included
     densify_sparse_convs(model)
     example = torch.randn(2 if dynamic else int(batch), *graph.input_shape)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    except OSError as err:
+        raise cannot_write(output, err) from None
     os.close(fd)
     try:
-        exporter = _export(model, example, tmp, graph, opset, dynamic)
-        proto = onnx.load(tmp)
-        name_nodes_by_layer(proto)
-        for key, value in _metadata(graph, sources).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, tmp)
-        provider, comparisons = compare(model, tmp, graph, [1, 3] if dynamic else [int(batch)], seed)
-        report = ExportReport(str(output), exporter, opset, provider, os.path.getsize(tmp),
-                              dict(collections.Counter(n.op_type for n in proto.graph.node).most_common()),
-                              comparisons)
-        if report.ok:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, output)
-        return report
+        return _export_checked(model, example, tmp, output, graph, sources, opset, dynamic, batch, seed)
+    except Exception as err:
+        written = written_error(err)
+        if written is None or isinstance(err, ToolError):
+            raise
+        raise cannot_write(output, written) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _export_checked(model, example, tmp: str, output: Path, graph: Graph, sources, opset: int, dynamic: bool,
+                    batch: str | int, seed: int) -> ExportReport:
+    """Export into `tmp`, check and verify it, and move it to `output` when PyTorch and onnxruntime agree."""
+    import onnx
+
+    exporter = _export(model, example, tmp, graph, opset, dynamic)
+    proto = onnx.load(tmp)
+    name_nodes_by_layer(proto)
+    for key, value in _metadata(graph, sources).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, tmp)
+    provider, comparisons = compare(model, tmp, graph, [1, 3] if dynamic else [int(batch)], seed)
+    report = ExportReport(str(output), exporter, opset, provider, os.path.getsize(tmp),
+                          dict(collections.Counter(n.op_type for n in proto.graph.node).most_common()),
+                          comparisons)
+    if report.ok:
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    return report

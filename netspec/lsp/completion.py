@@ -17,6 +17,11 @@ from netspec.ops import OPS
 from netspec.ops.base import signature
 
 _KEYWORD_ARGUMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)")
+# The characters the scans below act on: found by a regular expression, the text between them is skipped
+# without a Python loop (a long line costs a search, not a step per character).
+_BRACKETS_QUOTES_COMMENTS = re.compile(r'[#"()\[\]{}]')
+_BRACKETS_QUOTES_COMMAS = re.compile(r'["()\[\]{},]')
+_NAME_REVERSED = re.compile(r"\s*([A-Za-z0-9_]*[A-Za-z_])")
 
 
 def completion(analysis: DocumentAnalysis | None, text: str, offset: int) -> lsp.CompletionList | None:
@@ -74,7 +79,8 @@ def call_context(text: str, offset: int) -> tuple[str, set[str], int] | str | No
     while the text does not parse."""
     opened: list[tuple[str, int]] = []
     i, end = 0, min(offset, len(text))
-    while i < end:
+    while (found := _BRACKETS_QUOTES_COMMENTS.search(text, i, end)) is not None:
+        i = found.start()
         c = text[i]
         if c == "#":
             newline = text.find("\n", i)
@@ -95,18 +101,21 @@ def call_context(text: str, offset: int) -> tuple[str, set[str], int] | str | No
     if not opened or opened[-1][0] != "(":
         return None
     start = opened[-1][1]
-    before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", text[:start])
+    # The callee's name, read backwards from the bracket: a search forwards for a name at the end would retry
+    # at every character of a long run of letters.
+    before = _NAME_REVERSED.match(text[start - 1::-1] if start else "")
     if before is None:
         return None
     arguments = top_level_parts(text[start + 1:end])[:-1]  # the last is the one being typed
     given = {m.group(1) for m in map(_KEYWORD_ARGUMENT.match, arguments) if m}
-    return before.group(1), given, sum(1 for a in arguments if not _KEYWORD_ARGUMENT.match(a))
+    return before.group(1)[::-1], given, sum(1 for a in arguments if not _KEYWORD_ARGUMENT.match(a))
 
 
 def top_level_parts(text: str) -> list[str]:
     """`a, f(b, c), d=[1, 2]` -> the three arguments: split at commas outside brackets and strings."""
     parts, depth, start, quoted = [], 0, 0, False
-    for i, c in enumerate(text):
+    for found in _BRACKETS_QUOTES_COMMAS.finditer(text):
+        i, c = found.start(), found.group()
         if c == '"':
             quoted = not quoted
         elif quoted:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,15 +26,41 @@ def units(text: str, encoding: str) -> int:
         return len(text.encode("utf-8", "surrogatepass"))
     if encoding == lsp.PositionEncodingKind.Utf32:
         return len(text)
-    return len(text) + sum(ord(c) > 0xFFFF for c in text)
+    return len(text) + len(_ASTRAL.findall(text))
+
+
+# Characters that take more than one unit of an encoding: UTF-16 needs two units past U+FFFF, UTF-8 two to four
+# bytes past U+007F. Searched by a regular expression, so a long line of plain text costs no Python loop.
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+_NOT_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _wide(encoding: str) -> re.Pattern | None:
+    """What finds the characters wider than one unit of `encoding` (compared by value: a client may name it
+    with a plain string)."""
+    if encoding == lsp.PositionEncodingKind.Utf32:
+        return None
+    return _NOT_ASCII if encoding == lsp.PositionEncodingKind.Utf8 else _ASTRAL
+
+
+def _extra_units(character: str, encoding: str) -> int:
+    """How many units past one `character` takes."""
+    if encoding != lsp.PositionEncodingKind.Utf8:
+        return 1
+    code = ord(character)
+    return 1 if code < 0x800 else 2 if code < 0x10000 else 3
 
 
 class TextIndex(SourceOffsets):
-    """One text's offsets, the parser's line:column and LSP positions."""
+    """One text's offsets, the parser's line:column and LSP positions.
+
+    Converting a column costs a bisection, not a walk along the line: each line's wide characters (those
+    that take more than one unit) are found once, on first use, with the units they add up to."""
 
     def __init__(self, text: str):
         super().__init__(text)
         self.lsp_lines = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
+        self.wide: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
 
     def line_end(self, line: int) -> int:
         """The offset where LSP line `line` (0-based) ends, before its line break."""
@@ -43,26 +69,54 @@ class TextIndex(SourceOffsets):
             return end - (2 if self.text[end - 2:end] == "\r\n" else 1)
         return len(self.text)
 
+    def wide_characters(self, line: int, encoding: str) -> tuple[list[int], list[int]]:
+        """The offsets of line `line`'s wide characters, and the extra units up to and including each."""
+        key = (line, encoding)
+        if key not in self.wide:
+            offsets: list[int] = []
+            extra: list[int] = []
+            total = 0
+            for match in _wide(encoding).finditer(self.text, self.lsp_lines[line], self.line_end(line)):
+                total += _extra_units(match.group(), encoding)
+                offsets.append(match.start())
+                extra.append(total)
+            self.wide[key] = offsets, extra
+        return self.wide[key]
+
+    def column(self, line: int, offset: int, encoding: str) -> int:
+        """Units from the start of line `line` to `offset` (on that line)."""
+        counted = offset - self.lsp_lines[line]
+        if _wide(encoding) is None:
+            return counted
+        offsets, extra = self.wide_characters(line, encoding)
+        before = bisect_left(offsets, offset)
+        return counted + (extra[before - 1] if before else 0)
+
     def position(self, offset: int, encoding: str) -> lsp.Position:
         offset = min(max(offset, 0), len(self.text))
         line = bisect_right(self.lsp_lines, offset) - 1
         offset = min(offset, self.line_end(line))
-        return lsp.Position(line, units(self.text[self.lsp_lines[line]:offset], encoding))
+        return lsp.Position(line, self.column(line, offset, encoding))
 
     def range(self, start: int, end: int, encoding: str) -> lsp.Range:
         return lsp.Range(self.position(start, encoding), self.position(end, encoding))
 
     def from_position(self, position: lsp.Position, encoding: str) -> int:
+        """The offset of `position`: the first whose column reaches it (inside a wide character, the offset
+        after it), the line's end past it."""
         line = min(max(position.line, 0), len(self.lsp_lines) - 1)
         start, end = self.lsp_lines[line], self.line_end(line)
-        if encoding == lsp.PositionEncodingKind.Utf32:
-            return min(start + position.character, end)
-        counted = 0
-        for offset in range(start, end):
-            if counted >= position.character:
-                return offset
-            counted += units(self.text[offset], encoding)
-        return end
+        wanted = max(position.character, 0)
+        if _wide(encoding) is None:
+            return min(start + wanted, end)
+        low, high = start, end  # the column grows with the offset: bisect for the first that reaches it
+        while low < high:
+            middle = (low + high) // 2
+            if self.column(line, middle, encoding) >= wanted:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
 
 def map_offset(offset: int, source: str, target: str) -> int | None:

@@ -2,7 +2,9 @@
 
 Checks run one at a time on a worker thread, newest text first, so a request never waits for one: hover,
 definition, completion and the outline read the last check whose text parsed, with positions carried across
-the lines edited since. A failure inside a request is logged and answered with nothing.
+the lines edited since. A failure inside a request is logged and answered with nothing (a null result); a
+request whose parameters do not fit the protocol (a negative position, a missing document) is answered with an
+InvalidParams error, where pygls would log it and answer nothing at all.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cattrs import transform_error
+from cattrs.errors import ClassValidationError
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path
 
 from netspec.ground.errors import NetspecError
@@ -27,16 +33,53 @@ from netspec.lsp.hovers import Hovers
 from netspec.lsp.positions import TextIndex, map_offset, resolved, uri_path
 from netspec.lsp.symbols import document_symbols
 from netspec.semantics.binder import Binding, Occurrence, name_offsets
+from netspec.semantics.program import oversized
+
+
+class AlreadyAnswered:
+    """A request that was answered with an error while it was read: there is nothing left to handle."""
+
+    jsonrpc = "answered"
+
+
+class AnsweringProtocol(LanguageServerProtocol):
+    """pygls's protocol, but every request gets a response: one whose parameters cannot be read into the
+    protocol's types gets InvalidParams (pygls logs it and answers nothing, so the client waits for ever), and
+    one that comes after `shutdown` gets InvalidRequest, as the protocol asks (pygls drops it)."""
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as err:
+            if "method" not in data or "id" not in data:
+                raise  # a notification or a response: nothing to answer
+            request_id = data["id"] if isinstance(data["id"], (int, str)) else None
+            if isinstance(err.__cause__, ClassValidationError):  # say which parameter, and what was wrong
+                err = JsonRpcInvalidParams("invalid params: " + "; ".join(transform_error(err.__cause__)))
+            self._send_response(request_id, error=err.to_response_error())
+            return AlreadyAnswered()
+
+    def handle_message(self, message):
+        if isinstance(message, AlreadyAnswered):
+            return
+        if self._shutdown and getattr(message, "method", None) not in (None, lsp.EXIT) \
+                and getattr(message, "id", None) is not None:
+            self._send_response(message.id, error=JsonRpcInvalidRequest(
+                "the server is shutting down").to_response_error())
+            return
+        super().handle_message(message)
 
 
 class NetspecServer(LanguageServer):
     def __init__(self):
-        super().__init__("netspec", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+        super().__init__("netspec", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full,
+                         protocol_cls=AnsweringProtocol)
         self.texts: dict[str, tuple[str, int | None]] = {}  # open documents: uri -> (text, version)
         self.latest: dict[str, DocumentAnalysis] = {}  # the last check of each open document
         self.good: dict[str, DocumentAnalysis] = {}  # the last check whose text parsed
         self.pending: dict[str, None] = {}  # documents waiting for a check, in order
         self.unpublished: set[str] = set()  # checked, waiting for the checks of files that read them
+        self.indexes: dict[str, TextIndex] = {}  # open documents' current texts, indexed on first use
         self.worker: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netspec-check")
 
@@ -120,6 +163,15 @@ class NetspecServer(LanguageServer):
 
     # requests
 
+    def current_index(self, uri: str) -> TextIndex:
+        """The index of an open document's current text, made once per text: a request converts positions
+        without reading the whole text again."""
+        text = self.texts[uri][0]
+        index = self.indexes.get(uri)
+        if index is None or index.text is not text:
+            index = self.indexes[uri] = TextIndex(text)
+        return index
+
     def context(self, uri: str) -> tuple[DocumentAnalysis, str] | None:
         """The last check of the document that parsed, and the document's current text."""
         if uri not in self.texts or uri not in self.good:
@@ -132,7 +184,7 @@ class NetspecServer(LanguageServer):
         if found is None:
             return None
         analysis, text = found
-        offset = map_offset(TextIndex(text).from_position(position, self.encoding), text, analysis.text)
+        offset = map_offset(self.current_index(uri).from_position(position, self.encoding), text, analysis.text)
         o = analysis.names.at(offset) if offset is not None else None
         return None if o is None else (analysis, o)
 
@@ -142,12 +194,13 @@ class NetspecServer(LanguageServer):
         index = analysis.text_index(file)
         if index is None:
             return None
-        current = next((t for u, (t, _) in self.texts.items() if resolved(str(uri_path(u))) == resolved(file)), None)
+        open_uri = next((u for u in self.texts if resolved(str(uri_path(u))) == resolved(file)), None)
+        current = self.texts[open_uri][0] if open_uri is not None else None
         if current is not None and current != index.text:
             new_start, new_end = map_offset(start, index.text, current), map_offset(end, index.text, current)
             if new_start is None or new_end is None:
                 return None
-            index, start, end = TextIndex(current), new_start, new_end
+            index, start, end = self.current_index(open_uri), new_start, new_end
         return lsp.Location(uri, index.range(start, end, self.encoding))
 
     def binding_location(self, analysis: DocumentAnalysis, binding: Binding) -> lsp.Location | None:
@@ -200,16 +253,19 @@ class NetspecServer(LanguageServer):
         if uri not in self.texts:
             return None
         text = self.texts[uri][0]
-        return completion(self.good.get(uri), text, TextIndex(text).from_position(position, self.encoding))
+        return completion(self.good.get(uri), text, self.current_index(uri).from_position(position, self.encoding))
 
     def symbols(self, uri: str) -> list[lsp.DocumentSymbol] | None:
         found = self.context(uri)
         return document_symbols(*found, self.encoding) if found is not None else None
 
     def formatting(self, text: str, uri: str) -> list[lsp.TextEdit] | None:
-        """One edit to the whole text, or none when it is formatted already or does not parse."""
+        """One edit to the whole text, or none when it is formatted already, does not parse or is larger than
+        a spec may be."""
         from netspec.fmt import format_text
 
+        if oversized(text, limits().file_bytes) is not None:
+            return None  # the diagnostics say so
         try:
             formatted = format_text(text, str(uri_path(uri)))
         except NetspecError:
@@ -251,7 +307,7 @@ def build_server() -> NetspecServer:
     def did_close(ls: NetspecServer, params: lsp.DidCloseTextDocumentParams):
         uri = params.text_document.uri
         dependents = ls.dependents(uri)
-        for store in (ls.texts, ls.latest, ls.good, ls.pending):
+        for store in (ls.texts, ls.latest, ls.good, ls.pending, ls.indexes):
             store.pop(uri, None)
         ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, []))
         ls.schedule(dependents)  # they read the file on disk again
@@ -261,6 +317,12 @@ def build_server() -> NetspecServer:
         changed = {resolved(str(uri_path(c.uri))) for c in params.changes}
         ls.schedule([u for u, a in ls.latest.items() if a.files & changed and u not in
                      {c.uri for c in params.changes}])
+
+    @server.feature(lsp.SHUTDOWN)
+    def shutdown(ls: NetspecServer, params):
+        """No more checks: `exit` then ends the process without waiting for queued ones."""
+        ls.pending.clear()
+        ls.executor.shutdown(wait=False, cancel_futures=True)
 
     @server.feature(lsp.INITIALIZED)
     async def initialized(ls: NetspecServer, params: lsp.InitializedParams):

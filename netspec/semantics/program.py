@@ -3,6 +3,7 @@ training recipes), with imports kept inside the folders the limits allow."""
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +61,40 @@ def load_program(path: str | Path, sources: Sources | None = None, limits: Limit
     roots = None
     if limits.import_roots is not None:
         allowed = (*limits.import_roots, *limits.import_search)  # a folder to search is a folder to read
-        roots = (path.resolve().parent, *(Path(r).resolve() for r in allowed))
+        roots = (_resolved(path, None).parent, *(_folder(Path(r)) for r in allowed))
     with step_limit(limits.evaluation_steps):  # the lets
         root = _load_file(path, _Loader(sources, limits, roots, texts=texts or {}, trees=trees), [], None)
     return Program(root, sources, limits)
+
+
+def oversized(text: str, max_bytes: int) -> int | None:
+    """The size in UTF-8 bytes of a text larger than `max_bytes` (an editor's buffer, read instead of its
+    file, is held to a file's limit); None when it fits. Only a text that might not fit is encoded."""
+    if len(text) * 4 <= max_bytes:
+        return None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > max_bytes else None
+
+
+def _resolved(path: Path, span: Span | None) -> Path:
+    """`path` with its links followed; NS209 when that cannot be done (a loop of links, a NUL in the name)."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python 3.11 and 3.12 say a loop of links this way
+        reason = "a loop of symbolic links"
+    except OSError as err:
+        reason = "a loop of symbolic links" if err.errno == errno.ELOOP else err.strerror or str(err)
+    except ValueError as err:
+        raise NetspecError(Diagnostic("NS209", f"cannot read {str(path)!r}: {err}", span)) from None
+    raise NetspecError(Diagnostic("NS209", f"cannot read {path}: {reason}", span)) from None
+
+
+def _folder(path: Path) -> Path:
+    """An allowed import folder, resolved where it can be: one that cannot (a loop of links) holds no file."""
+    try:
+        return path.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return path.absolute()
 
 
 def _shown(path: Path) -> str:
@@ -80,6 +111,9 @@ def _find_import(folder: Path, item: ast.Import, search: tuple[Path, ...]) -> Pa
                 return candidate
         except (OSError, ValueError):  # a NUL byte or an over-long name: reported when read
             return candidate
+    for candidate in candidates:  # a FIFO, a device or a broken link by that name: reading it says what it is
+        if (candidate.exists() or candidate.is_symlink()) and not candidate.is_dir():
+            return candidate
     if len(candidates) == 1:
         return candidates[0]  # read_source reports it as before
     raise NetspecError(Diagnostic("NS209", f"file not found: {item.path}", item.span,
@@ -88,10 +122,7 @@ def _find_import(folder: Path, item: ast.Import, search: tuple[Path, ...]) -> Pa
 
 
 def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None) -> Definitions:
-    try:
-        key = path.resolve()
-    except (OSError, ValueError, RuntimeError) as err:  # a NUL in the name; a symbolic-link loop
-        raise NetspecError(Diagnostic("NS209", f"cannot read {str(path)!r}: {err}", span)) from None
+    key = _resolved(path, span)
     if chain and loader.roots is not None and not any(key.is_relative_to(r) for r in loader.roots):
         raise NetspecError(Diagnostic(
             "NS214", f"this import reads {_shown(key)}, outside the folders imports may read", span,
@@ -110,6 +141,9 @@ def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None
     text = loader.texts.get(key)
     if text is None:
         text = read_source(path, span, limits.file_bytes, loader.sources)
+    elif (size := oversized(text, limits.file_bytes)) is not None:  # as read_source says it of a file
+        raise NetspecError(Diagnostic("NS213", f"{path} is {size:,} bytes; specs are limited to "
+                                               f"{limits.file_bytes:,}", span))
     loader.sources.texts[name] = text.lstrip("\ufeff")
     loader.tokens = prescan(loader.sources.texts[name], name, limits.nesting, limits.tokens, loader.tokens)
     module = parse(text, name, limits.nesting, max_tokens=None)  # scanned just above

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from netspec.ground.version import __version__
-from netspec.ground.errors import first_line
 from netspec.language.evaluate import show
+from netspec.backends.torch.module import WeightsError, read_weights_file
 from netspec.ground.files import write_atomic
 from netspec.ir import Graph
 from netspec.semantics.recipe import Recipe
@@ -31,22 +31,33 @@ NEEDED = {"model", "optimizer", "scheduler", "epoch", "metrics", "config"}
 
 
 def read_checkpoint(path: Path, needed: set[str] = NEEDED) -> dict:
+    """A checkpoint's contents, read as `netspec eval` reads weights (tensors only); a file that is missing,
+    refused, truncated or not netspec's is a TrainError (exit 1) that says so."""
+    if not path.exists():
+        raise TrainError(f"nothing to resume: {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"nothing to resume: {path} does not exist") from None
-    except Exception as err:
-        raise TrainError(f"{path} is damaged or not a checkpoint ({type(err).__name__}: {first_line(err)}); "
-                         "nothing was changed") from None
+        checkpoint = read_weights_file(path)
+    except WeightsError as err:
+        raise TrainError(f"{err}; nothing was changed") from None
     if not isinstance(checkpoint, dict) or not needed <= set(checkpoint):
         raise TrainError(f"{path} is not a netspec training checkpoint; nothing was changed")
     return checkpoint
 
 
-def _save(path: Path, payload: dict) -> None:
+def write_run_file(path: Path, data: bytes | str, kept: str) -> None:
+    """Write one file of the run folder atomically; a full disk or a folder that became read-only stops the run
+    with a TrainError that says what is kept (`kept`). write_atomic leaves no temporary file behind."""
+    try:
+        write_atomic(path, data)
+    except OSError as err:
+        raise TrainError(f"cannot write {path}: {err.strerror or err}; stopping. {kept}. Free some space or make "
+                         "the folder writable, then pass --resume to go on") from None
+
+
+def _save(path: Path, payload: dict, kept: str) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_atomic(path, buffer.getvalue())
+    write_run_file(path, buffer.getvalue(), kept)
 
 
 def selection(m: dict) -> tuple[float, str]:
@@ -124,17 +135,35 @@ class RunFolder:
 
     def start(self, config: dict, history: list[dict]) -> None:
         """Make the folder and write config.json; a new run (not a resumed one) first removes an earlier run's
-        checkpoints (--overwrite, or a run that never checkpointed)."""
+        checkpoints (--overwrite, or a run that never checkpointed). Either way the temporary files that a run
+        killed mid-write left are removed."""
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temporaries()
         if not history:
             for name in self.RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
-        write_atomic(self.config, json.dumps(config, indent=2) + "\n")
+        write_run_file(self.config, json.dumps(config, indent=2) + "\n", self.kept(history))
         self.write_metrics(history)
+
+    def stale_temporaries(self) -> list[Path]:
+        """The half-written files of an earlier process (write_atomic's `.NAME.*.tmp`, named after the run's
+        files or the write test): only a process killed while writing leaves one."""
+        names = (*self.RUN_FILES, ".write-test")
+        return sorted(p for name in names for p in self.path.glob(f".{name}.*.tmp") if p.is_file())
+
+    def remove_stale_temporaries(self) -> None:
+        for path in self.stale_temporaries():
+            path.unlink(missing_ok=True)
+
+    def kept(self, history: list[dict]) -> str:
+        """What a run stopped now leaves to resume from."""
+        if not history or not self.last.exists():
+            return "No epoch had been checkpointed"
+        return f"{self.last} (after epoch {history[-1]['epoch']}) is kept"
 
     def write_metrics(self, history: list[dict], test: dict | None = None) -> None:
         lines = history + ([test] if test else [])
-        write_atomic(self.metrics, "".join(json.dumps(m) + "\n" for m in lines))
+        write_run_file(self.metrics, "".join(json.dumps(m) + "\n" for m in lines), self.kept(history))
 
     def best_of(self, history: list[dict]) -> dict:
         """The epoch best.pt holds: its number, its validation accuracy and which weights were chosen."""
@@ -158,15 +187,17 @@ class RunFolder:
         epoch = history[-1]["epoch"]
         model = trainer.module.state_dict()
         ema = trainer.ema.module.state_dict() if trainer.ema is not None else None
+        kept = self.kept(history[:-1])
         if best:
             chosen = self.best_of(history)
             _save(self.best, {"model": self.best_state, "selected": chosen["selected"], "epoch": epoch,
                               "val_accuracy": chosen["best_val_accuracy"], "config": config,
-                              **({"model_ema": ema, "model_trained": model} if ema is not None else {})})
+                              **({"model_ema": ema, "model_trained": model} if ema is not None else {})}, kept)
         _save(self.last, {"model": model, "optimizer": trainer.optimiser.state_dict(),
                           "scheduler": trainer.schedule.state_dict(), "epoch": epoch, "metrics": history,
                           "config": config, **({"model_ema": ema} if ema is not None else {}),
-                          **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {})})
+                          **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {})},
+              kept)
         self.write_metrics(history)
 
     def diverged(self, stop: Diverged, recipe: Recipe) -> str:

@@ -12,13 +12,16 @@ import io
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from netspec.ground.errors import ToolError
+from netspec.ground.errors import ToolError, first_line
+from netspec.ground.files import open_regular
 
+IDX_CLASSES = 10  # MNIST's digits, Fashion-MNIST's garments
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 # Folders tried under each data directory, by dataset; "" is the directory itself.
@@ -58,23 +61,59 @@ def data_dirs(data_dir: str | None) -> list[Path]:
     return found + [Path("data"), Path.home() / "data"]
 
 
-def _read_idx(path: Path) -> torch.Tensor:
+IDX_UNSIGNED_BYTES = 0x08  # the third byte of an IDX file's magic number: its values are unsigned bytes
+READ_CHUNK = 1 << 20
+
+
+def _read_exactly(stream, wanted: int, path: Path) -> bytes:
+    """`wanted` bytes of `stream`, read a chunk at a time (memory grows with what the file holds, not with what a
+    header claims); a stream that ends first is truncated, one with bytes left over is longer than its header
+    says. At most one byte past `wanted` is read, so a gzip bomb is never inflated."""
+    data = bytearray()
+    while len(data) <= wanted:
+        chunk = stream.read(min(READ_CHUNK, wanted + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) < wanted:
+        raise DataError(f"{path} is truncated: its header promises {wanted:,} bytes of data but it holds "
+                        f"{len(data):,}")
+    if len(data) > wanted:
+        raise DataError(f"{path} holds more data than the {wanted:,} bytes its header promises"
+                        f"{' (the .gz inflates to more)' if path.suffix == '.gz' else ''}; it is not an IDX file "
+                        "netspec can trust")
+    return bytes(data)
+
+
+def _read_idx(path: Path, dimensions: int) -> torch.Tensor:
+    """An IDX file (MNIST's format), plain or gzipped, of unsigned bytes with `dimensions` dimensions (3 for
+    images, 1 for labels). Only what its header promises is read, one byte more at most; anything else is a
+    DataError naming the file and what is wrong with it."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path} cannot be read: {err}") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path} is truncated: its header names {ndim} dimensions but ends first")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    count = 1
-    for d in dims:
-        count *= d
-    if len(raw) != 4 + 4 * ndim + count:
-        raise DataError(f"{path} is truncated: {len(raw):,} bytes for shape {list(dims)}")
-    return torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
+        with open_regular(path) as handle:
+            stream = gzip.GzipFile(fileobj=handle, mode="rb") if path.suffix == ".gz" else handle
+            header = stream.read(4)
+            if len(header) < 4 or header[:2] != b"\0\0" or header[2] != IDX_UNSIGNED_BYTES:
+                raise DataError(f"{path} is not an IDX file of unsigned bytes (its magic number is "
+                                f"{header.hex() or 'missing'}, not 0000080{dimensions})")
+            if header[3] != dimensions:
+                raise DataError(f"{path} has {header[3]} dimensions where {dimensions} were expected "
+                                f"({'images' if dimensions == 3 else 'labels'})")
+            shape_bytes = stream.read(4 * dimensions)
+            if len(shape_bytes) < 4 * dimensions:
+                raise DataError(f"{path} is truncated: its header names {dimensions} dimensions but ends first")
+            dims = struct.unpack(f">{dimensions}I", shape_bytes)
+            count = 1
+            for d in dims:
+                count *= d
+            raw = _read_exactly(stream, count, path)
+    except EOFError as err:  # a .gz cut short
+        raise DataError(f"{path} is truncated: {first_line(err)}") from None
+    except (OSError, zlib.error) as err:  # unreadable, not a regular file, or not gzip (gzip.BadGzipFile)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+        raise DataError(f"{path} cannot be read: {reason}") from None
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(dims) if count else \
+        torch.zeros(dims, dtype=torch.uint8)
 
 
 def _find(name: str, dirs: list[Path], wanted: list[str]) -> tuple[Path | None, list[Path]]:
@@ -99,13 +138,23 @@ def _idx_dataset(name: str, dirs: list[Path]) -> Dataset:
     if folder is None:
         raise _missing(name, looked)
 
-    def read(stem: str) -> torch.Tensor:
+    def path_of(stem: str) -> Path:
         path = folder / f"{stem}.gz"
-        return _read_idx(path if path.exists() else folder / stem)
+        return path if path.exists() else folder / stem
 
-    tensors = {split: (read(images).unsqueeze(1), read(labels).long()) for split, (images, labels) in
-               IDX_FILES.items()}
-    return Dataset(name, *tensors["train"], *tensors["test"], classes=10)
+    tensors = {}
+    for split, (image_stem, label_stem) in IDX_FILES.items():
+        image_path, label_path = path_of(image_stem), path_of(label_stem)
+        images, labels = _read_idx(image_path, 3), _read_idx(label_path, 1)
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"{image_path} holds {images.shape[0]:,} images but {label_path} holds "
+                            f"{labels.shape[0]:,} labels; they must be the same count")
+        if labels.numel() and int(labels.max()) >= IDX_CLASSES:
+            position = int((labels >= IDX_CLASSES).nonzero()[0])
+            raise DataError(f"{label_path} has label {int(labels[position])} at position {position}; {name} has "
+                            f"{IDX_CLASSES} classes, labelled 0 to {IDX_CLASSES - 1}")
+        tensors[split] = (images.unsqueeze(1), labels.long())
+    return Dataset(name, *tensors["train"], *tensors["test"], classes=IDX_CLASSES)
 
 
 class _ArraysOnly(pickle.Unpickler):

@@ -99,6 +99,31 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# Set by `--nproc` in its own environment, so that the processes it starts know whose death to follow.
+LAUNCHER_PID = "NETSPEC_LAUNCHER_PID"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_launcher() -> None:
+    """Make this process (one that `--nproc` started) end when the launcher ends, however it ends. torchrun's
+    launcher stops its processes itself on SIGTERM or SIGINT, but a launcher killed outright (SIGKILL, the
+    out-of-memory killer, a second signal while it waits for them) would leave them training to the end; Linux
+    kills them with it (PR_SET_PDEATHSIG). Elsewhere, nothing is done."""
+    launcher = os.environ.get(LAUNCHER_PID)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl to call: the launcher's own signal handling is all there is
+        return
+    if str(os.getppid()) != launcher:  # the launcher died before prctl took effect
+        os._exit(128 + int(signal.SIGKILL))
+
+
 def check_launch(nproc: int, device: str, backend: str, batch_size: int) -> None:
     """Refuse a `--nproc` launch that could not run, before any process is started."""
     if nproc < 1:
@@ -127,6 +152,7 @@ def launch(nproc: int, max_restarts: int, argv: list[str]) -> int:
     options = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}",
                                             f"--max-restarts={max_restarts}", "--module", "netspec"])
     options.training_script_args = list(argv)  # set here: torchrun's parser would read --nproc as its own
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the processes torchrun starts
     try:
         run(options)
     except ChildFailedError as err:
@@ -136,6 +162,8 @@ def launch(nproc: int, max_restarts: int, argv: list[str]) -> int:
         return 1
     except SignalException as err:  # Ctrl-C or a kill: torchrun has stopped the processes
         return 128 + int(err.sigval)
+    finally:
+        os.environ.pop(LAUNCHER_PID, None)
     return 0
 
 
@@ -143,6 +171,8 @@ def launch(nproc: int, max_restarts: int, argv: list[str]) -> int:
 def process_group(device: str, backend: str, timeout: float):
     """This process's Context, inside a process group joined through torchrun's environment when there is one
     (and left at the end). A failed collective, most often another process that died, becomes a TrainError."""
+    if launched():
+        end_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     dev = pick_device(device)
     if world_size == 1:

@@ -94,16 +94,13 @@ def files_in_memory(graph: Graph, recipe: Recipe, collection: images.Collection,
 def all_of_size(items: list, graph: Graph, recipe: Recipe) -> bool:
     """Whether every training image is the network's input size less the recipe's padding, read from the
     files' headers; False for more than SIZE_SCAN_LIMIT images."""
-    from PIL import Image
-
     if len(items) > SIZE_SCAN_LIMIT:
         return False
     want = (graph.input_shape[2] - 2 * recipe.pad, graph.input_shape[1] - 2 * recipe.pad)  # PIL: (width, height)
     for path, _ in items:
         try:
-            with Image.open(path) as image:
-                if image.size != want:
-                    return False
-        except OSError:
-            continue  # unreadable: skipped when it is met
+            if images.image_size(path) != want:
+                return False
+        except Exception:  # unreadable (corrupt, a FIFO, too large): skipped, with its reason, when it is met
+            continue
     return True

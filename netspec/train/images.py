@@ -2,12 +2,14 @@
 in device memory.
 
     scan_image_folder / scan_csv   a collection's classes and (path, label) lists, checked before any step
-    ImageFiles / TensorImages      torch Datasets: files decoded by torchvision.io, or an in-memory uint8 tensor,
-                                   transformed as netspec.train.transforms says
+    ImageFiles / TensorImages      torch Datasets: files decoded (decode: JPEG, GIF, WebP by torchvision.io, PNG
+                                   and the rest by Pillow), or an in-memory uint8 tensor, transformed as
+                                   netspec.train.transforms says
     make_loader                    a DataLoader with worker processes, pinned memory and prefetching
 
-An image that cannot be decoded (corrupt, truncated) does not stop a run: the dataset returns a `Skipped` marker
-in its place and `collate` leaves it out of the batch, reporting "<path>: <reason>".
+An image that cannot be decoded (corrupt, truncated, over MAX_PIXELS by its header, a FIFO or a device rather than
+a file) does not stop a run, and no byte sequence crashes the decoding (bench/image_fuzz.py): the dataset returns
+a `Skipped` marker in its place and `collate` leaves it out of the batch, reporting "<path>: <reason>".
 
 Each image's random augmentation is drawn from a seed of its own, taken from the loader's generator: an epoch's
 batches then depend only on that generator and the order of the images, not on how many worker processes
@@ -17,17 +19,21 @@ decoded them (so a run repeats on a machine with a different number of CPUs).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from netspec.ground.files import open_regular, read_bytes, walk_once
 from netspec.train.datasets import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff")
@@ -54,9 +60,11 @@ def _shown(classes: Sequence[str], limit: int = 12) -> str:
 
 def _image_files(folder: Path) -> list[Path]:
     """The images under a class folder, in torchvision ImageFolder's order (sorted walk, sorted names); hidden
-    files (such as macOS's ._name.jpg copies) are not images."""
+    files (such as macOS's ._name.jpg copies) are not images. Each real folder is entered once (walk_once), so
+    a link back up (`a -> .`) adds nothing. A FIFO or a device with an image's name is listed, and skipped with
+    its reason when it is met (decode reads regular files only)."""
     found = []
-    for parent, _, names in sorted(os.walk(folder, followlinks=True)):
+    for parent, _, names in sorted(walk_once(folder), key=lambda entry: str(entry[0])):  # as os.walk's strings
         found += [Path(parent) / n for n in sorted(names)
                   if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES]
     return found
@@ -125,7 +133,7 @@ def _read_csv(file: Path) -> list[tuple[int, Path, str]]:
         if not name or not label:
             raise DataError(f"{where}: the {'path' if not name else 'label'} is empty; each row is path,label")
         path = file.parent / name
-        if not path.is_file():
+        if not path.exists() or path.is_dir():  # a FIFO or a device is kept: skipped, with its reason, when met
             raise DataError(f"{where}: {name} points at nothing ({path} is not a file); paths are relative to "
                             f"the CSV's folder")
         rows.append((line, path, label))
@@ -178,6 +186,17 @@ class Skipped:
     reason: str  # "<path>: <reason>"
 
 
+# Pillow's own default ceiling (PIL.Image.MAX_IMAGE_PIXELS): a quarter of a gigabyte of RGBA pixels. Checked on
+# the header, before a pixel is decoded, so a small file claiming 50,000 x 50,000 pixels costs nothing.
+MAX_PIXELS = 89_478_485
+# A file larger than this is not read at all (an uncompressed image at MAX_PIXELS is under 400 MB).
+MAX_IMAGE_BYTES = 1 << 30
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header gives more pixels than the ceiling allows."""
+
+
 def _torchvision_format(head: bytes) -> str | None:
     """The format torchvision.io decodes that these first bytes begin, if any (the signatures it checks)."""
     if head.startswith(b"\xff\xd8\xff"):
@@ -189,6 +208,57 @@ def _torchvision_format(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     return None
+
+
+# Formats torchvision.io decodes without crashing on any bytes (bench/image_fuzz.py). Its PNG decoder is not
+# among them: corrupt PNG data kills the process with SIGSEGV (libpng's error jump through torchvision's C++), and
+# validating with Pillow first does not help, since Pillow accepts files that libpng then fails on. PNGs are
+# decoded by Pillow, which raises on corrupt data.
+TORCHVISION_SAFE = ("jpeg", "gif", "webp")
+
+
+def _pillow_header(stream: BinaryIO, kind: str | None):
+    """The image opened by Pillow on its header alone (no pixels decoded). The formats netspec recognises are
+    opened by their Pillow plugin class, without Image.open's decompression-bomb check, which would refuse a huge
+    image before its size could be reported."""
+    from PIL import GifImagePlugin, Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
+
+    plugin = {"png": PngImagePlugin.PngImageFile, "jpeg": JpegImagePlugin.JpegImageFile,
+              "gif": GifImagePlugin.GifImageFile, "webp": WebPImagePlugin.WebPImageFile}.get(kind)
+    if plugin is not None:
+        return plugin(stream)
+    try:
+        with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS: refused below, with the size in words
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except UnidentifiedImageError:
+        raise ValueError("not an image in a format torchvision.io or Pillow reads") from None
+    except Image.DecompressionBombError as err:  # over twice Pillow's ceiling: Pillow gives the count alone
+        raise _too_large(err) from None
+
+
+def _too_large(err: Exception) -> ImageTooLarge:
+    """Pillow's DecompressionBombError (which gives the pixel count alone) in netspec's words."""
+    pixels = re.search(r"\((\d+) pixels\)", str(err))
+    shown = f"{int(pixels[1]):,} pixels" if pixels else "too many pixels"
+    return ImageTooLarge(f"{shown}, over the limit of {MAX_PIXELS:,}")
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ImageTooLarge when a (width, height) from a header is over `max_pixels`."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{width:,} x {height:,} pixels, over the limit of {max_pixels:,}")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a file's header, read as decode reads it (regular files only), without reading
+    the rest of the file."""
+    with open_regular(path) as handle:
+        kind = _torchvision_format(handle.read(12))
+        handle.seek(0)
+        with _pillow_header(handle, kind) as header:
+            return header.size
 
 
 def _to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
@@ -205,38 +275,56 @@ def _to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     return TF.rgb_to_grayscale(image)
 
 
-def decode(path: Path, channels: int) -> torch.Tensor:
-    """A file's image as uint8 [channels, H, W]. JPEG, PNG, GIF and WebP by torchvision.io (JPEG and PNG turned
-    to the channel count by the decoder, EXIF orientation applied); BMP, TIFF and PPM/PGM by Pillow; others
-    turned grey or RGB by torchvision's rgb_to_grayscale / grayscale_to_rgb. Animated
-    GIFs give their first frame, 16-bit PNGs are scaled to 8 bits. Raises on a file that cannot be decoded
-    (torchvision's decoders refuse truncated JPEG and PNG data)."""
-    data = read_file(str(path))
-    kind = _torchvision_format(data[:12].numpy().tobytes())
-    if kind is None:
-        from PIL import Image, UnidentifiedImageError
+def _pillow_pixels(opened, apply_orientation: bool) -> torch.Tensor:
+    """uint8 [1 or 3, H, W] of an image Pillow opened: grey stays grey, anything else becomes RGB (alpha dropped,
+    palettes looked up); 16-bit grey keeps its high byte, as torchvision's to_dtype(scale=True) does."""
+    from PIL import ImageOps
 
-        try:
-            opened = Image.open(path)
-        except UnidentifiedImageError:
-            raise ValueError("not an image in a format torchvision.io or Pillow reads") from None
-        # Grey stays grey, anything else becomes RGB; _to_channels then converts as for WebP and GIF.
-        grey = opened.mode in ("1", "L", "LA", "La", "I", "F") or opened.mode.startswith("I;")
-        with opened:  # .convert() loads the pixels, raising on truncated data
-            image = TF.pil_to_tensor(opened.convert("L" if grey else "RGB"))
-    else:
-        # WebP and GIF decoders ignore GRAY (WebP warns for each image): decode those as RGB, then convert.
-        mode = ImageReadMode.GRAY if channels == 1 and kind in ("jpeg", "png") else ImageReadMode.RGB
-        image = decode_image(data, mode=mode, apply_exif_orientation=True)
-        if image.ndim == 4:
-            image = image[0]
-        if image.dtype != torch.uint8:
-            image = TF.to_dtype(image, torch.uint8, scale=True)
+    if apply_orientation:
+        opened = ImageOps.exif_transpose(opened)
+    if opened.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        import numpy
+
+        wide = torch.from_numpy(numpy.asarray(opened).astype(numpy.int32))  # asarray decodes, raising on bad data
+        return (wide >> 8).to(torch.uint8)[None]
+    grey = opened.mode in ("1", "L", "LA", "La", "I", "F") or opened.mode.startswith("I;")
+    return TF.pil_to_tensor(opened.convert("L" if grey else "RGB"))  # convert() decodes, raising on bad data
+
+
+def decode(path: Path, channels: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """A file's image as uint8 [channels, H, W]. Only a regular file is read (a FIFO or a device raises
+    NotARegularFile, never blocks); its header's size must be within `max_pixels` (ImageTooLarge) before any
+    pixel is decoded. JPEG, GIF and WebP by torchvision.io (JPEG turned to the channel count by the decoder, EXIF
+    orientation applied); PNG, BMP, TIFF and PPM/PGM by Pillow (PNG's EXIF orientation applied); others turned
+    grey or RGB by torchvision's rgb_to_grayscale / grayscale_to_rgb. Animated GIFs give their first frame,
+    16-bit images are scaled to 8 bits. Raises on a file that cannot be decoded; no byte sequence crashes it
+    (bench/image_fuzz.py, tests/test_fuzz_images.py)."""
+    from PIL import Image
+
+    data = read_bytes(path, MAX_IMAGE_BYTES)
+    kind = _torchvision_format(data[:12])
+    try:
+        with _pillow_header(io.BytesIO(data), kind) as header:
+            check_pixels(header.size, max_pixels)
+            if kind not in TORCHVISION_SAFE:
+                return _to_channels(_pillow_pixels(header, apply_orientation=kind == "png"), channels)
+    except Image.DecompressionBombError as err:  # a later frame's size (GIF, WebP) checked by Pillow itself
+        raise _too_large(err) from None
+    # WebP and GIF decoders ignore GRAY (WebP warns for each image): decode those as RGB, then convert.
+    mode = ImageReadMode.GRAY if channels == 1 and kind == "jpeg" else ImageReadMode.RGB
+    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode,
+                         apply_exif_orientation=True)
+    if image.ndim == 4:
+        image = image[0]
+    if image.dtype != torch.uint8:
+        image = TF.to_dtype(image, torch.uint8, scale=True)
     return _to_channels(image, channels)
 
 
 def failure_reason(err: Exception) -> str:
     """An error message without the C++ source location torchvision's decoders put in front."""
+    if isinstance(err, OSError) and err.strerror:  # "No such file or directory", "a FIFO (named pipe), ..."
+        return err.strerror
     lines = str(err).strip().splitlines()
     message = re.sub(r"^.*?\.cpp:\d+,\s*", "", lines[0]) if lines else ""
     return message or type(err).__name__

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from netspec.ir import Graph
 from netspec.ops import OPS
 from netspec.semantics.recipe import Recipe
-from netspec.train.distributed import Context, any_process, sum_over_processes
+from netspec.train.distributed import Context, any_process, gathered, sum_over_processes
 from netspec.train.errors import TrainError
 from netspec.train.optim import ema_step
 from netspec.train.progress import Progress
@@ -254,13 +254,16 @@ def optimiser_step(trainer: Trainer, epoch: int) -> None:
         ema_step(trainer.ema, trainer.module, trainer.optimiser_steps, recipe, epoch)
 
 
-def evaluate(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_size: int, ctx: Context
-             ) -> tuple[float, float]:
+def evaluate(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_size: int, ctx: Context,
+             log=None) -> tuple[float, float]:
     """Mean loss (the recipe's, without label smoothing) and accuracy over every image of `split` that could be
     read: each process takes its shard, and the sums are added up over the processes. `pixels` undoes a
-    batch's normalisation."""
+    batch's normalisation. An image that could not be read is left out of the figures and of the count:
+    `split.images` becomes the number evaluated, so that a test reported as N images is N images evaluated; with
+    `log`, each one is named there, once ("skipped an unreadable image: <path>: <reason>")."""
     model.eval()
     device = ctx.device
+    skipped_before = len(split.skipped)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = torch.zeros((), dtype=torch.long, device=device)
@@ -275,4 +278,11 @@ def evaluate(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_si
             correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
     total_loss, correct, seen = sum_over_processes([total_loss, correct, seen], ctx)
+    # What each process skipped, in every process (a collective: all of them call it, log or not).
+    skipped = gathered(split.skipped[skipped_before:], ctx)
+    if skipped:
+        split.images = int(seen)
+        if log is not None:
+            for image in dict.fromkeys(skipped):
+                log(f"skipped an unreadable image: {image}")
     return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)

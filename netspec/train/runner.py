@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from netspec.backends.torch import to_module
+from netspec.backends.torch.module import is_out_of_memory, too_large
 from netspec.ir import Graph
 from netspec.semantics.recipe import Recipe
 from netspec.train import distributed
@@ -77,7 +78,7 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
     distributed.raise_on_every_process(folder.writable() if ctx.main else None, ctx)
 
     data = prepare(graph, recipe, data_dir, options.download, ctx, options.data)
-    model = to_module(graph, seed=recipe.seed).to(ctx.device)
+    model = on_device(to_module(graph, seed=recipe.seed), graph, ctx.device)
     check_training_size(model, graph, recipe, ctx.device)
     if uses_channels_last(recipe, ctx.device):
         model = model.to(memory_format=torch.channels_last)
@@ -137,6 +138,16 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
     return {**result, **outcome, "run": str(folder.path), "skipped_images": len(set(data.skipped()))}
 
 
+def on_device(model: torch.nn.Module, graph: Graph, device: torch.device) -> torch.nn.Module:
+    """`model` moved to `device`; weights that do not fit there are ModuleTooLarge (exit 1), not a bug."""
+    try:
+        return model.to(device)
+    except (MemoryError, RuntimeError) as err:
+        if is_out_of_memory(err):
+            raise too_large(graph, err, f"the memory of {device}") from None
+        raise
+
+
 def check_training_size(model: torch.nn.Module, graph: Graph, recipe: Recipe, device: torch.device) -> None:
     """A network trained at another size than its input (train_crop_size) must take that size: one image through
     it before the run starts says so, rather than a failure at the first step."""
@@ -172,12 +183,12 @@ def test_chosen(trainer: Trainer, data: TrainingData, folder: RunFolder, chosen:
     if data.test is None:
         log("no test set: the validation accuracy is the run's figure")
         return None
-    model = to_module(trainer.graph).to(trainer.ctx.device)
+    model = on_device(to_module(trainer.graph), trainer.graph, trainer.ctx.device)
     model.load_state_dict(folder.best_state)
     if uses_channels_last(trainer.recipe, trainer.ctx.device):
         model = model.to(memory_format=torch.channels_last)
     loss, accuracy = evaluate(model, trainer.graph, trainer.recipe, data.test, data.pixels, max(batch_size, 256),
-                              trainer.ctx)
+                              trainer.ctx, log=log)  # each unreadable test image named once
     test = {"split": "test", "weights": "best.pt", "selected": chosen["selected"], "epoch": chosen["best_epoch"],
             "test_loss": loss, "test_accuracy": accuracy, "test_images": data.test.images}
     log(f"test: {accuracy:.2%} (loss {loss:.4f}, {data.test.images:,} images) with best.pt, the "
@@ -221,7 +232,7 @@ def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, da
         load_weights(model, weights)
     except WeightsError as err:
         raise TrainError(str(err)) from None
-    model = model.to(ctx.device)
+    model = on_device(model, graph, ctx.device)
     loss, accuracy = evaluate(model, graph, recipe, data.test, data.pixels, 512, ctx)
     return {"network": graph.name, "dataset": data.name, "test_images": data.test.images, "test_loss": loss,
             "test_accuracy": accuracy}

@@ -46,7 +46,9 @@ class StreamedSplit(Split):
         return self._batches(loader)
 
     def evaluation_batches(self, batch_size):
-        shard = evaluation_shard(self.images, self.ctx.rank, self.ctx.world_size, "cpu").tolist()
+        # len(dataset), not self.images: an evaluation that skipped unreadable images lowers self.images to the
+        # number it read (netspec.train.loop.evaluate), and every file is still tried the next time.
+        shard = evaluation_shard(len(self.dataset), self.ctx.rank, self.ctx.world_size, "cpu").tolist()
         loader = images.make_loader(self.dataset, batch_size, shard, self.workers, self.ctx.device.type == "cuda",
                                     torch.Generator().manual_seed(0))
         return self._batches(loader)

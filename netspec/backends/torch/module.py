@@ -7,7 +7,9 @@ its registry entry (`Op.torch`); this module only assembles them.
 
 from __future__ import annotations
 
+import errno
 import operator
+import pickle
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from torch import fx, nn
 
 from netspec.backends.torch import layers as torch_layers
 from netspec.ground.errors import ToolError, first_line
+from netspec.ground.files import NotARegularFile, open_regular
 from netspec.ir import Graph
 from netspec.ops import OPS
 from netspec.ops.base import TorchFunction, TorchLayer, TorchParameter
@@ -64,8 +67,51 @@ def layers(graph: Graph) -> dict[str, TorchLayer | TorchFunction | TorchParamete
             for n in graph.nodes if n.op != "input"}
 
 
+class ModuleTooLarge(ToolError):
+    """A network whose weights do not fit in this machine's memory (check accepts any size)."""
+
+
+def parameter_count(graph: Graph) -> int:
+    return sum(n.params for n in graph.nodes)
+
+
+def readable_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation that failed: Python's MemoryError, torch's OutOfMemoryError (a GPU), or the
+    RuntimeError that torch's CPU allocator raises."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def too_large(graph: Graph, err: BaseException, where: str = "memory") -> ModuleTooLarge:
+    """The error for a network whose weights could not be allocated, with how much was asked for."""
+    count = parameter_count(graph)
+    return ModuleTooLarge(f"{graph.name} has {count:,} parameters, about {readable_bytes(4 * count)} as float32, and "
+                          f"they do not fit in {where} ({type(err).__name__}: {first_line(err)}); make the network "
+                          "smaller (netspec check shows where its parameters are)")
+
+
 def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
-    """Build the PyTorch module of an analysed graph; `seed` makes the initial weights reproducible."""
+    """Build the PyTorch module of an analysed graph; `seed` makes the initial weights reproducible. Raises
+    ModuleTooLarge when its weights cannot be allocated."""
+    try:
+        return build_module(graph, seed)
+    except (MemoryError, RuntimeError) as err:
+        if is_out_of_memory(err):
+            raise too_large(graph, err) from None
+        raise
+
+
+def build_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
     if seed is not None:
         torch.manual_seed(seed)
     root = nn.Module()
@@ -171,17 +217,60 @@ def load_weights(model: nn.Module, weights: str | Path | list[str | Path]) -> No
         _load_into(target, path)
 
 
-def _load_into(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict (or a checkpoint holding one under "model" or "state_dict") into `model`.
+# What torch says about a file that is not a weights-only pickle: its first sentence is the same for every file.
+REFUSAL_PREAMBLE = "Weights only load failed."
+# A refusal's reason is quoted whole; only a name absurdly long (a hostile file's) is cut.
+LONGEST_REASON = 1000
 
-    Only tensors are read (`torch.load(weights_only=True)`): a checkpoint cannot run code.
-    """
+
+def refusal_reason(err: BaseException) -> str:
+    """The first sentence of why torch's weights-only unpickler refused a file, whole ("Unsupported global: GLOBAL
+    posix.system was not an allowed global by default."), without torch's advice around it."""
+    inner = err.__context__ if isinstance(err.__context__, pickle.UnpicklingError) else None
+    text = str(inner) if inner is not None else str(err)
+    if inner is None:  # the reason is the paragraph after the preamble, after "WeightsUnpickler error:" if present
+        text = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else \
+            next((part for part in text.split("\n\n")[1:] if part.strip()), text)
+    text = " ".join(text.split())
+    sentence = text.split(". ", 1)[0].rstrip(".") + "."
+    return sentence if len(sentence) <= LONGEST_REASON else sentence[:LONGEST_REASON] + "..."
+
+
+def read_weights_file(path: str | Path) -> object:
+    """What torch.load reads from `path`, tensors and plain containers only (`weights_only=True`: a file cannot
+    run code). Raises WeightsError saying whether the file is missing, unreadable, refused or not a checkpoint."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        handle = open_regular(path)
     except FileNotFoundError:
         raise WeightsError(f"weights file not found: {path}") from None
-    except Exception as err:
-        raise WeightsError(f"cannot read weights from {path}: {type(err).__name__}: {first_line(err)}") from None
+    except NotARegularFile as err:
+        raise WeightsError(f"{path} is {err.strerror}; weights are read from a file") from None
+    except OSError as err:
+        raise WeightsError(f"cannot read {path}: {err.strerror or err}") from None
+    with handle:
+        try:
+            return torch.load(handle, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            reason = refusal_reason(err)
+            if REFUSAL_PREAMBLE in str(err) and ("global" in reason.lower() or "class" in reason.lower()):
+                raise WeightsError(f"{path} was refused: it asks to run code or build objects other than tensors "
+                                   f"(torch: {reason}); netspec reads weights only, so save the state_dict "
+                                   "(torch.save(model.state_dict(), path))") from None
+            raise WeightsError(f"{path} is truncated or not a PyTorch checkpoint") from None
+        except OSError as err:
+            if err.errno == errno.EIO:  # the disk, not the file's contents
+                raise WeightsError(f"cannot read {path}: {err.strerror}") from None
+            raise WeightsError(f"{path} is truncated or not a PyTorch checkpoint") from None
+        except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+            if is_out_of_memory(err):
+                raise WeightsError(f"{path} does not fit in memory ({first_line(err)})") from None
+            # torch's zip reader ("failed finding central directory"), a pickle cut short, a malformed record
+            raise WeightsError(f"{path} is truncated or not a PyTorch checkpoint") from None
+
+
+def _load_into(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict (or a checkpoint holding one under "model" or "state_dict") into `model`."""
+    state = read_weights_file(path)
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):
