@@ -111,10 +111,9 @@ def check_cell(text: str, network: str | None = None, overrides: dict[str, Any] 
     folder) so that its imports are found relative to the notebook, as a file's would be.
     """
     import netspec
-    from netspec.ground.limits import Limits, search_path_from_environment
+    from netspec.ground.limits import limits_from_environment
 
-    search = search_path_from_environment()  # NETSPEC_PATH, as `netspec check` reads it
-    limits = Limits(import_roots=search, import_search=search)
+    limits = limits_from_environment()  # NETSPEC_PATH, as `netspec check` reads it
     descriptor, path = tempfile.mkstemp(suffix=".net", prefix=".netspec-cell-", dir=folder or os.getcwd())
     name = os.path.relpath(path)
     sources = Sources()

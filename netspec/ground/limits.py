@@ -44,3 +44,9 @@ DEFAULT = Limits()
 def search_path_from_environment() -> tuple[Path, ...]:
     """NETSPEC_PATH: folders to look for imports in, separated as PATH is (':' here)."""
     return tuple(Path(p) for p in os.environ.get("NETSPEC_PATH", "").split(os.pathsep) if p)
+
+
+def limits_from_environment() -> Limits:
+    """`netspec check`'s defaults without flags: imports read the spec's folder and the NETSPEC_PATH folders."""
+    search = search_path_from_environment()
+    return Limits(import_roots=search, import_search=search)

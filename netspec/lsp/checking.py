@@ -12,7 +12,7 @@ from pathlib import Path
 
 from netspec.analysis.pipeline import ALL, analyse
 from netspec.ground.errors import Diagnostic, Sources
-from netspec.ground.limits import Limits, search_path_from_environment
+from netspec.ground.limits import limits_from_environment
 from netspec.ir import Graph, Node
 from netspec.language import ast
 from netspec.lsp.positions import TextIndex, resolved, span_key
@@ -72,17 +72,11 @@ class DocumentAnalysis:
         return self.sources.texts.get(next((name for name in self.sources.texts if resolved(name) == path), ""))
 
 
-def limits() -> Limits:
-    """`netspec check`'s defaults: imports read the spec's folder and NETSPEC_PATH."""
-    search = search_path_from_environment()
-    return Limits(import_roots=search, import_search=search)
-
-
 def check_document(uri: str, path: Path, text: str, version: int | None,
                    texts: dict[Path, str]) -> DocumentAnalysis:
     """Check `text` as the file at `path`, with the open documents' `texts`; never raises a NetspecError."""
     name = str(path)
-    found = analyse(path, ALL, Sources(), limits(), texts={**texts, resolved(name): text})
+    found = analyse(path, ALL, Sources(), limits_from_environment(), texts={**texts, resolved(name): text})
     analysis = DocumentAnalysis(uri, path, name, version, text, found.trees.get(name), found.program, found.graphs,
                                 found.diagnostics, found.sources, found.trees, TextIndex(text))
     analysis.files = {resolved(f) for f in found.sources.texts}

@@ -26,7 +26,8 @@ from pygls.uris import from_fs_path
 from netspec.ground.errors import NetspecError
 from netspec.ground.version import __version__
 from netspec.language import ast
-from netspec.lsp.checking import DocumentAnalysis, check_document, limits
+from netspec.ground.limits import limits_from_environment
+from netspec.lsp.checking import DocumentAnalysis, check_document
 from netspec.lsp.completion import completion
 from netspec.lsp.diagnostics import file_diagnostics
 from netspec.lsp.hovers import Hovers
@@ -243,7 +244,7 @@ class NetspecServer(LanguageServer):
     @staticmethod
     def imported(analysis: DocumentAnalysis, item: ast.Import) -> Path | None:
         folder = resolved(analysis.name).parent
-        for base in [folder, *limits().import_search]:
+        for base in [folder, *limits_from_environment().import_search]:
             candidate = resolved(str(Path(base) / item.path))
             if candidate in analysis.files or candidate.is_file():
                 return candidate
@@ -264,7 +265,7 @@ class NetspecServer(LanguageServer):
         a spec may be."""
         from netspec.fmt import format_text
 
-        if oversized(text, limits().file_bytes) is not None:
+        if oversized(text, limits_from_environment().file_bytes) is not None:
             return None  # the diagnostics say so
         try:
             formatted = format_text(text, str(uri_path(uri)))
