@@ -35,13 +35,14 @@ def split_spec(spec: str | Path) -> tuple[Path, str | None]:
 
 
 def load(spec: str | Path, sources: Sources | None = None, limits: Limits = DEFAULT, **overrides: Any) -> Graph:
-    """Parse, resolve and analyse a spec; raise NetspecError with every diagnostic found.
+    """Parse, resolve and analyse a spec; raise NetspecError with every diagnostic found when one is an error.
+    Warnings alone do not stop it: they are in the graph's `warnings`.
 
     `limits` sets the ceilings (sizes, nesting, where imports may read) that keep hostile input harmless.
     """
     path, network = split_spec(spec)
     analysis = analyse(path, network, sources, limits, overrides)
-    if analysis.diagnostics:
+    if any(d.is_error for d in analysis.diagnostics):
         diagnostics = sorted(analysis.diagnostics, key=_position)
         if overrides:  # a value from the command line is not in the file the caret points into
             given = ", ".join(f"{key}={show(value)}" for key, value in overrides.items())
@@ -49,7 +50,9 @@ def load(spec: str | Path, sources: Sources | None = None, limits: Limits = DEFA
                                                         "(or to netspec.load), not in the spec",))
                            for d in diagnostics]
         raise NetspecError(diagnostics)
-    return analysis.graphs[0]
+    graph = analysis.graphs[0]
+    graph.warnings = sorted(analysis.diagnostics, key=_position)
+    return graph
 
 
 def compile(spec: str | Path, seed: int | None = None, **overrides: Any):

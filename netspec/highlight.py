@@ -14,8 +14,8 @@ from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation
 __all__ = ["NetspecLexer"]
 
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-KEYWORDS = ("import", "let", "block", "network", "train", "input", "output", "for", "in", "if", "else", "and",
-            "or", "not")
+KEYWORDS = ("import", "let", "block", "network", "train", "input", "output", "export", "for", "in", "if", "else",
+            "and", "or", "not")
 
 
 class _Registry(Future):

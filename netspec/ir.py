@@ -68,7 +68,8 @@ class Graph(BaseModel):
     scopes: dict[str, Scope] = {}
     checks: list[ShapeCheck] = []
     recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.semantics.recipe.Recipe fields)
-    diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)
+    diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)  # errors and warnings, as found
+    warnings: list[Diagnostic] = Field(default_factory=list, exclude=True)  # set by netspec.load: the spec checked
 
     def outputs(self) -> list[str]:
         """Every output: the main one, the auxiliary ones, then each reconstruction of the input."""

@@ -287,7 +287,58 @@ def _resample(draw, net: _Net) -> list[str]:
 _POINTWISE = ["relu()", "tanh()", "sigmoid()", "lecun_tanh()", "gelu()", "leaky_relu(0.2)", "batchnorm()",
               "dropout(0.25)", "scale(0.5)", "scale(learnable=true)", "lrn(3)", "relu6()", "silu()", "hardswish()",
               "hardsigmoid()", "mish()", "elu(0.5)", "prelu()", "prelu(per_channel=true)", "layernorm()",
-              "groupnorm(2)", "instancenorm(affine=true)", "stochastic_depth(0.2)", "layer_scale(0.1)"]
+              "groupnorm(2)", "instancenorm(affine=true)", "stochastic_depth(0.2)", "layer_scale(0.1)",
+              "sqrt()", "exp()", "log()", "pow(2)", "pow(0.5)", "softmax()"]
+
+
+def _channels(draw, net: _Net) -> list[str]:
+    """A channel or arithmetic op (netspec/ops/channels.py, arith.py, merge.py's sub and div, pnorm, softmax,
+    std_conv), sometimes with a mistake made on purpose: slices out of range or empty, sizes that do not add up,
+    groups that do not divide."""
+    known = net.channels
+    kind = draw(st.sampled_from(["slice", "split", "pad_channels", "arith", "pnorm", "softmax", "std_conv"]))
+    if kind == "slice":
+        axis = draw(st.sampled_from(["channels", "channels", "height", "width"]))
+        start, stop = draw(st.integers(-5, 5)), draw(st.one_of(st.none(), st.integers(-5, 6)))
+        call = f"slice({start}" + ("" if stop is None else f", {stop}") + (
+            f', axis="{axis}")' if axis != "channels" else ")")
+        if axis == "channels":
+            net.channels = len(range(known)[start:stop]) if known is not None else None
+        return [call]
+    if kind == "split":
+        sizes = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+        if known is not None and draw(st.integers(0, 4)):  # mostly sizes that add up to the channels
+            rest = known - sum(sizes[:-1])
+            sizes = sizes[:-1] + [rest] if rest > 0 else [known]
+        index = draw(st.integers(0, len(sizes)))  # one past the end: NS203
+        net.channels = sizes[index] if index < len(sizes) else None
+        return [f"split({sizes}, {index})"]
+    if kind == "pad_channels":
+        after, before = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+        net.channels = known + after + before if known is not None else None
+        return [f"pad_channels({after}, before={before})"]
+    if kind == "arith":  # a value combined with a gate or map derived from it: broadcasts, or not on purpose
+        base = net.fresh()
+        op = draw(st.sampled_from(["sub", "div"]))
+        other = draw(st.sampled_from(['reduce_mean()', 'pnorm(2)', 'reduce_max(over="channels")', "relu()",
+                                      "maxpool(2)"]))
+        return [f"{base} = relu()", f"{other} -> sigmoid() -> {op}({base}) -> {op}({base})"]
+    if kind == "pnorm":
+        over = draw(st.sampled_from(["channels", "positions"]))
+        net.channels = 1 if over == "channels" else known
+        return [f'pnorm({draw(st.sampled_from([1, 2, 3, 0.5]))}, over="{over}")']
+    if kind == "softmax":
+        axis = draw(st.sampled_from(["channels", "height", "width", "positions"]))
+        if axis != "channels":
+            return [f'softmax(axis="{axis}")']
+        groups, radix = draw(st.integers(1, 4)), draw(st.sampled_from([None, None, 2, 3]))
+        return [f"softmax(groups={groups}" + ("" if radix is None else f", radix={radix}") + ")"]
+    out = draw(st.sampled_from([2, 4, 6, 8]))
+    groups = 2 if known is not None and known % 2 == 0 and draw(st.booleans()) else 1
+    kernel, stride = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    gain = draw(st.sampled_from(["", ", gain=false", ", gamma=1.7"]))
+    net.channels = out
+    return [f"std_conv({out}, kernel={kernel}, stride={stride}, padding={kernel // 2}, groups={groups}{gain})"]
 
 
 @st.composite
@@ -297,7 +348,7 @@ def random_network(draw) -> str:
     in_channels = net.channels
     for _ in range(draw(st.integers(1, 10))):
         kind = draw(st.sampled_from(["conv", "conv", "pool", "pointwise", "residual", "concat", "block",
-                                     "group", "adaptive", "resample", "gate"]))
+                                     "group", "adaptive", "resample", "gate", "channels"]))
         if kind == "gate":  # squeeze-and-excitation or spatial attention: a broadcast product with the map
             gated = net.fresh()
             over = draw(st.sampled_from(["positions", "channels"]))
@@ -308,6 +359,8 @@ def random_network(draw) -> str:
             net.lines.append(_conv(draw, net))
         elif kind == "resample":
             net.lines += _resample(draw, net)
+        elif kind == "channels":
+            net.lines += _channels(draw, net)
         elif kind == "pool":
             net.lines.append(_pool(draw, net))
         elif kind == "pointwise":
@@ -326,8 +379,8 @@ def random_network(draw) -> str:
         elif kind == "block":
             name = f"B{len(net.blocks)}"
             out = draw(st.integers(1, 8))
-            net.blocks.append(f"block {name}(c, k=3, bn=true) {{\n  conv(c, kernel=k, padding=k // 2) -> "
-                              f"batchnorm() if bn\n  relu()\n}}")
+            net.blocks.append(f"block {name}(c, k=3, bn=true) {{\n  conv(c, kernel=k, padding=k // 2)\n"
+                              f"  batchnorm() if bn\n  relu()\n}}")
             net.lines.append(f"{name}({out}, bn={str(draw(st.booleans())).lower()}) * {draw(st.integers(0, 3))}")
             net.channels = out
         elif kind == "group":
@@ -348,6 +401,10 @@ def random_network(draw) -> str:
                           "sigmoid() -> reconstruction()", "digits -> capsule_length()"]
         else:
             net.lines.append(f"{capsule} -> capsule_length()")
+    elif draw(st.integers(0, 3)) == 0:  # a transformer head over the positions; heads that do not divide fail
+        heads, out, index = draw(st.sampled_from([1, 2, 3])), draw(st.integers(1, 12)), draw(st.sampled_from([0, -1]))
+        net.lines += ["t = tokens() -> class_token() -> position_embedding()",
+                      f"layernorm() -> self_attention({heads}) -> add(t) -> linear({out}) -> gelu() -> token({index})"]
     elif draw(st.booleans()):
         net.lines.append(f"flatten() -> linear({draw(st.integers(1, 12))})")
         if draw(st.booleans()):

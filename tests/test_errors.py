@@ -3,6 +3,7 @@
 Regenerate after an intended change with `NETSPEC_REGEN=1 pytest tests/test_errors.py`, then read the diff.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,25 @@ from netspec import NetspecError, Sources, render_all
 from conftest import regenerate
 
 ERRORS = Path(__file__).parent / "errors"
+WARNING_CASES = {"unused_value"}  # cases whose networks check, with warnings
 CASES = sorted(p.stem for p in ERRORS.glob("*.net") if p.stem != "import_cycle_b")
 
 
 def rendered(stem: str) -> tuple[str, list[str]]:
+    """The errors of a case, or its warnings (a case of warnings alone loads, with them in `graph.warnings`); a
+    file of several networks shows each network's, in order."""
     sources = Sources()
-    with pytest.raises(NetspecError) as caught:
-        netspec.load(f"tests/errors/{stem}.net", sources)
-    return render_all(caught.value.diagnostics, sources) + "\n", [d.code for d in caught.value.diagnostics]
+    path = Path(f"tests/errors/{stem}.net")
+    networks = re.findall(r"^network (\w+)", path.read_text(), re.MULTILINE) if stem in WARNING_CASES else [None]
+    diagnostics = []
+    for network in networks:
+        spec = f"{path}:{network}" if network else str(path)
+        try:
+            diagnostics += netspec.load(spec, sources).warnings
+        except NetspecError as err:
+            diagnostics += err.diagnostics
+    assert diagnostics, stem
+    return render_all(diagnostics, sources) + "\n", [d.code for d in diagnostics]
 
 
 @pytest.mark.parametrize("stem", CASES)
@@ -58,6 +70,10 @@ EXPECTED_CODES = {
     "arithmetic": ["NS212"],
     "absurd_sizes": ["NS213", "NS213"],
     "many_errors": ["NS201", "NS202", "NS205"],
+    "ambiguous_modifier": ["NS215", "NS215"],
+    "early_label": ["NS215"],
+    "unused_value": ["NS401", "NS401"],
+    "tensor_argument": ["NS203", "NS203"],
     "no_network": ["NS210"],
     "train_recipe": ["NS202", "NS203"],
     "import_outside": ["NS214"],

@@ -56,7 +56,7 @@ def meaning(path: Path, networks_at_most: int | None = None) -> list:
         except NetspecError as err:
             out.append((network, sorted(d.code for d in err.diagnostics)))
             continue
-        if graph.diagnostics:
+        if any(d.is_error for d in graph.diagnostics):
             out.append((network, sorted(d.code for d in graph.diagnostics)))
             continue
         out.append((network, graph.output, graph.aux_outputs, graph.arguments,
@@ -119,7 +119,7 @@ def format_keeps_meaning(text: str, folder: Path) -> str:
 def test_mutated_specs_keep_their_meaning(workspace):
     outcomes = Counter()
 
-    @fuzz(70)
+    @fuzz(100)  # the corpus is every spec of specs/: a new one changes the draw (vit.net left 25 of 70 formatted)
     @given(case=mutated_spec())
     def mutated(case):
         name, data = case

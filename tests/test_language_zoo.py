@@ -123,7 +123,7 @@ def test_loop_names_are_per_iteration_and_the_value_flows_through(spec):
 
 
 @pytest.mark.parametrize("label, message, col", [
-    ('"a.b"', "'a.b' cannot name a layer: a label is letters, digits, '_' and '-'", 3),
+    ('"a..b"', "'a..b' cannot name a layer: a label is letters, digits, '_' and '-'", 3),
     ('"layer{x}"', "undefined name 'x'", 10),
     ('"layer{1.5}"', "a label's {expression} must give an integer or a string, got 1.5", 10),
     ('"layer{"', "a label's '{' is not closed", 9),
@@ -178,8 +178,8 @@ def test_declared_outputs_follow_torchvisions_training_and_eval_rule(spec):
     ("network N { input x: [4]\n  linear(2)\n  output y\n}", "NS205", "undefined name 'y'", 3),
     ("network N { input x: [4]\n  y = linear(2)\n  output y\n  relu()\n}", "NS203",
      "`output` must be the last statement of the network", 3),
-    ("block B { input x\n  relu()\n  output x\n}\nnetwork N { input x: [4]\n  B()\n}", "NS203",
-     "`output` declares a network's outputs: it belongs in a network's body", 3),
+    ("network N { input x: [4]\n  g: {\n    y = relu()\n    output y\n  }\n}", "NS203",
+     "`output` lists a block's or network's outputs: it belongs in its own body, not in a group or loop", 4),
     ("network N { input x: [4]\n  y = linear(2)\n  output y, y\n}", "NS206", "'y' is listed as an output twice", 3),
 ])
 def test_output_mistakes_are_located(spec, text, code, message, line):

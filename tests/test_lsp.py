@@ -78,6 +78,7 @@ def folder(tmp_path_factory) -> Path:
 async def client(lsp_client: LanguageClient, folder):
     registrations = []
     lsp_client.feature(lsp.CLIENT_REGISTER_CAPABILITY)(lambda ls, params: registrations.append(params))
+    lsp_client.feature(lsp.WORKSPACE_SEMANTIC_TOKENS_REFRESH)(lambda ls, params: None)  # asked after each check
     await lsp_client.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("visual-studio-code"),
                                                              root_uri=folder.as_uri()))
     lsp_client.registrations = registrations
@@ -174,7 +175,7 @@ async def test_hover_on_a_layer_gives_its_scoped_name_shape_parameters_and_macs(
     net = folder / "net.net"
     assert await publish(client, net) == []
     # stem: 3 -> 16 channels, 3x3, with bias: 16 * 3 * 9 + 16 = 448 parameters; 16 * 3 * 9 * 32 * 32 MACs.
-    expected = ("Small(classes=10):\n- `stem` → [16, 32, 32], 448 params, 442,368 MACs\n\n```netspec\n"
+    expected = ("Small(classes=10):\n- `stem` → `[16, 32, 32]`, 448 params, 442,368 MACs\n\n```netspec\n"
                 + netspec.ops.base.signature(netspec.ops.OPS["conv"]) + "\n```\n" + netspec.ops.OPS["conv"].summary)
     assert await hover(client, net, 6, 3) == expected  # on the label
     assert await hover(client, net, 6, 9) == expected  # on the op's name
@@ -189,12 +190,12 @@ async def test_hover_on_a_block_instance_matches_the_checkers_collapsed_row(clie
     stage2 = rows["stage2"]
     assert (stage2.shape, stage2.params) == ([32, 16, 16], 14_528)  # 4,608 + 64 + 9,216 + 64 + 512 + 64
     text = await hover(client, net, 8, 12)
-    assert text == (f"Small(classes=10):\n- `stage2` (Unit) → [32, 16, 16], {stage2.params:,} params, "
+    assert text == (f"Small(classes=10):\n- `stage2` (Unit) → `[32, 16, 16]`, {stage2.params:,} params, "
                     f"{stage2.macs:,} MACs\n\n```netspec\nblock Unit(c, stride=1)\n```\n"
                     "A basic residual unit.\n\nDefined at blocks.net:4.")
     # A labelled repeat is a group of its instances.
     assert (await hover(client, net, 7, 3)).startswith(
-        f"Small(classes=10):\n- `stage1` (group) → [16, 32, 32], {rows['stage1'].params:,} params")
+        f"Small(classes=10):\n- `stage1` (group) → `[16, 32, 32]`, {rows['stage1'].params:,} params")
 
 
 async def test_hover_in_an_imported_file_lists_every_instance_from_the_file_that_imports_it(client, folder):
@@ -206,7 +207,7 @@ async def test_hover_in_an_imported_file_lists_every_instance_from_the_file_that
     assert [n.name for n in rows] == ["stage1.0.conv1", "stage1.1.conv1", "stage2.conv1"]
     text = await hover(client, blocks, 5, 4)
     assert text.split("\n\n")[0] == "Small(classes=10):\n" + "\n".join(
-        f"- `{n.name}` → [{', '.join(map(str, n.shape))}], {n.params:,} params, {n.macs:,} MACs" for n in rows)
+        f"- `{n.name}` → `[{', '.join(map(str, n.shape))}]`, {n.params:,} params, {n.macs:,} MACs" for n in rows)
     assert rows[2].shape == (32, 16, 16) and rows[2].params == 32 * 16 * 9  # stride 2, no bias
     close(client, blocks)
 
@@ -221,8 +222,8 @@ async def test_hover_on_a_name_says_where_it_is_bound(client, folder):
     assert await hover(client, net, 9, 0) is None  # the indent of a line in the network's body
     totals = netspec.summarize(netspec.load(net)).totals
     assert await hover(client, net, 4, 10) == (
-        "```netspec\nnetwork Small(classes=10)\n```\nDefined at net.net:5.\n\nSmall(classes=10): input [3, 32, 32], "
-        f"output [10], {totals.params:,} params, {totals.macs:,} MACs")
+        "```netspec\nnetwork Small(classes=10)\n```\nDefined at net.net:5.\n\nSmall(classes=10): input `[3, 32, 32]`, "
+        f"output `[10]`, {totals.params:,} params, {totals.macs:,} MACs")
 
 
 async def test_definition_of_an_imported_block_a_value_and_an_import(client, folder):
@@ -337,7 +338,7 @@ async def test_requests_read_the_last_parse_while_the_text_does_not_parse(client
     path = folder / "editing.net"
     assert await publish(client, path, NET) == []
     before = await hover(client, path, 6, 3)
-    assert before.startswith("Small(classes=10):\n- `stem` → [16, 32, 32], 448 params")
+    assert before.startswith("Small(classes=10):\n- `stem` → `[16, 32, 32]`, 448 params")
     typing = NET.replace("  fc: linear(classes)\n", "  fc: linear(classes\n  extra line\n")
     assert [d.code for d in await publish(client, path, typing)] == ["NS100"]
     assert await hover(client, path, 6, 3) == before  # above the edit: the same
@@ -390,7 +391,7 @@ async def test_no_input_of_the_fuzz_suite_hangs_or_crashes_the_server(client, fo
     assert answered > 0
     assert [m.message for m in client.log_messages if m.type == lsp.MessageType.Error] == []
     # Still serving: the spec from the start answers as it did.
-    assert (await hover(client, folder / "net.net", 6, 3)).startswith("Small(classes=10):\n- `stem` → [16, 32, 32]")
+    assert (await hover(client, folder / "net.net", 6, 3)).startswith("Small(classes=10):\n- `stem` → `[16, 32, 32]`")
 
 
 # Hostile files and requests ----------------------------------------------------------------------------------------
@@ -419,7 +420,7 @@ async def test_a_document_larger_than_a_spec_may_be_is_one_error_and_not_checked
     text = "network N {\n  input x: [1, 8, 8]\n  relu()\n}\n" + "#" * 10_000_000
     found = await publish(client, path, text)
     assert [(d.code, d.range, d.message) for d in found] == [
-        ("NS213", span(0, 0, 0), f"{path} is {len(text):,} bytes; specs are limited to 4,194,304")]
+        ("NS213", span(0, 0, 0), f"{path.name} is {len(text):,} bytes; specs are limited to 4,194,304")]
     assert await hover(client, path, 2, 3) is None
     assert await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(doc(path))) is None
     assert await client.text_document_formatting_async(lsp.DocumentFormattingParams(
@@ -434,7 +435,7 @@ async def test_a_hover_at_the_end_of_a_line_of_a_million_characters(client, fold
     padding = " " * 999_980
     text = f"# 😀😀\nnetwork N {{\n  input x: [1, 8, 8]\n{padding}stem: conv(8, kernel=1)\n}}\n"
     assert await publish(client, path, text) == []
-    assert (await hover(client, path, 3, 999_990)).startswith("N:\n- `stem` → [8, 8, 8], 16 params")
+    assert (await hover(client, path, 3, 999_990)).startswith("N:\n- `stem` → `[8, 8, 8]`, 16 params")
     found = await client.text_document_hover_async(lsp.HoverParams(doc(path), at(3, 999_987)))
     assert found.range == span(3, 999_986, 999_990)  # `conv`
     assert await hover(client, path, 0, 3) is None  # inside the first emoji: the comment
@@ -535,3 +536,19 @@ async def test_every_request_is_answered_even_malformed_and_exit_ends_the_server
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_value_never_used_is_published_as_a_warning_and_a_size_from_the_input_is_defined(client, folder):
+    path = folder / "warned.net"
+    text = ("block Expand(t=4) {\n  input x: [cin, h, w]\n  let wide = cin * t\n  conv(wide, kernel=1)\n}\n"
+            "network Warned {\n  input x: [3, 8, 8]\n  x -> conv(4, kernel=1)\n  x -> Expand()\n}\n")
+    found = await publish(client, path, text)
+    assert [(d.code, d.severity, d.range) for d in found] == [
+        ("NS401", lsp.DiagnosticSeverity.Warning, span(7, 7, 24))]
+    assert found[0].message.startswith("the result of '0' (conv) is never used")
+    places = await client.text_document_definition_async(lsp.DefinitionParams(doc(path), at(2, 14)))
+    assert [(p.uri, p.range) for p in places] == [(path.as_uri(), span(1, 12, 15))]
+    assert await hover(client, path, 2, 14) == ("`cin`: a size of the input of block Expand, read from what reaches it "
+                                               "(warned.net:2)")
+    assert await hover(client, path, 3, 8) == "`wide`: let = `cin * t` in block Expand (warned.net:3)"
+    close(client, path)

@@ -205,3 +205,17 @@ def test_an_ipython_shell_shows_graphs_and_summaries_as_tables_once_netspec_regi
     assert shown["text/plain"] == 'LeNet(classes=10, act="relu"): 13 rows, 61,706 params, 416,734 MACs, output [10]'
     summary, _ = shell.display_formatter.format(netspec.summarize(graph, depth=1))
     assert summary["text/html"].startswith("<style>")
+
+
+def test_a_graph_with_warnings_shows_them_above_its_table(in_repo):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from netspec.analysis.tables import show_tables
+
+    shell = InteractiveShell.instance()
+    show_tables(shell)
+    graph = netspec.load("tests/errors/unused_value.net:DeadBranch")
+    shown, _ = shell.display_formatter.format(graph)
+    assert shown["text/html"].startswith("<pre class='netspec-warnings'>tests/errors/unused_value.net:4:19: "
+                                         "warning[NS401]: the result of &#x27;0.2&#x27; (conv) is never used")
+    assert "1 warning found</pre><style>" in shown["text/html"]

@@ -142,18 +142,18 @@ def test_an_output_naming_an_unknown_value_is_located(tmp_path):
     assert (code, line, col, message) == ("NS205", 5, 16, "undefined name 'axu'")
 
 
-def test_an_output_in_a_block_is_refused_where_it_is_written(tmp_path):
-    code, line, col, message = diagnostic(tmp_path, """block B {
-  y: relu()
-  output y
-}
-network A {
+def test_an_output_in_a_group_is_refused_where_it_is_written(tmp_path):
+    code, line, col, message = diagnostic(tmp_path, """network A {
   input x: [1, 8, 8]
-  b: B()
+  g: {
+    y: relu()
+    output y
+  }
   flatten() -> head: linear(3)
 }""")
-    assert (code, line, col) == ("NS203", 3, 3)
-    assert message == "`output` declares a network's outputs: it belongs in a network's body"
+    assert (code, line, col) == ("NS203", 5, 5)
+    assert message == ("`output` lists a block's or network's outputs: it belongs in its own body, not in a group "
+                       "or loop")
 
 
 def test_an_output_before_other_statements_is_refused(tmp_path):
@@ -169,7 +169,8 @@ def test_an_output_before_other_statements_is_refused(tmp_path):
 TINY = """
 network Tiny(classes=4) {{
   input x: [1, 8, 8]
-  features: conv(4, kernel=3) -> relu()
+  features: conv(4, kernel=3)
+  relu()
   aux1: {{ flatten() -> linear(classes) }}
   features -> aux2: {{ maxpool(2) -> flatten() -> linear(classes) }}
   features -> flatten() -> fc: linear(classes)

@@ -213,12 +213,14 @@ def test_torch_compile_runs_the_module(in_repo):
 
 def test_reserved_labels_are_torchs_module_attributes():
     """The checker refuses these labels without importing torch; the list must follow torch's."""
-    from netspec.semantics.reserved import GRAPH_MODULE_ATTRIBUTES, MODULE_ATTRIBUTES
+    from netspec.semantics.reserved import CONTAINER_ATTRIBUTES, GRAPH_MODULE_ATTRIBUTES, MODULE_ATTRIBUTES
 
     def public(names):
         return {n for n in names if not n.startswith("_")}
 
     assert MODULE_ATTRIBUTES == public(dir(torch.nn.Module))
+    containers = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.ParameterList, torch.nn.ParameterDict)
+    assert CONTAINER_ATTRIBUTES == MODULE_ATTRIBUTES | {"training"} | {n for c in containers for n in public(dir(c))}
     graph_module = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph())
     assert GRAPH_MODULE_ATTRIBUTES == public(set(dir(torch.fx.GraphModule)) | set(vars(graph_module))) - public(
         dir(torch.nn.Module))

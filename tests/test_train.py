@@ -68,7 +68,9 @@ def test_lenet_learns_and_writes_the_run_folder(in_repo, tmp_path):
     assert best["val_accuracy"] == chosen["val_accuracy"] and best["epoch"] == chosen["epoch"]
     test = final_line(folder)
     assert test == {"split": "test", "weights": "best.pt", "selected": "model", "epoch": chosen["epoch"],
-                    "test_loss": result["test_loss"], "test_accuracy": result["test_accuracy"], "test_images": 500}
+                    "test_loss": result["test_loss"], "test_accuracy": result["test_accuracy"], "test_images": 500,
+                    "test_top5_accuracy": test["test_top5_accuracy"]}
+    assert result["test_accuracy"] < test["test_top5_accuracy"] <= 1.0
 
 
 def test_lenet5_trains_with_its_recipe_padding(in_repo, tmp_path):

@@ -47,6 +47,7 @@ class Summary(BaseModel):
     outputs: list[str]  # every output: the main one, the auxiliary ones, then any reconstruction()s
     aux_outputs: list[str] = []  # returned while training only (and in an ONNX export)
     takes_labels: bool  # whether its forward also takes `labels` (for training)
+    warnings: list[dict[str, Any]] = []  # the spec checked, but these likely differ from what was meant
 
 
 def summarize(graph: Graph, depth: int | None = None) -> Summary:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from html import escape
 
 from netspec.analysis.summary import Summary, summarize
+from netspec.ground.errors import render_all
 from netspec.ir import Graph
 from netspec.language.evaluate import show
 
@@ -106,11 +107,18 @@ def summary_line(summary: Summary) -> str:
             f"output {t.output_shape}")
 
 
+def warnings_html(graph: Graph) -> str:
+    """A checked graph's warnings above its table, as `netspec check` prints them (without the source line)."""
+    if not graph.warnings:
+        return ""
+    return f"<pre class='netspec-warnings'>{escape(render_all(graph.warnings))}</pre>"
+
+
 def show_tables(ipython) -> None:
     """Have an IPython shell show graphs and summaries as their tables (HTML) and as one line (plain text): the
     IR and the summary know nothing of display; the layers above register it (`import netspec`, `%load_ext`)."""
     html, plain = (ipython.display_formatter.formatters[kind] for kind in ("text/html", "text/plain"))
-    html.for_type(Graph, lambda graph: summary_html(summarize(graph)))
+    html.for_type(Graph, lambda graph: warnings_html(graph) + summary_html(summarize(graph)))
     html.for_type(Summary, summary_html)
     plain.for_type(Graph, lambda graph, printer, cycle: printer.text(summary_line(summarize(graph))))
     plain.for_type(Summary, lambda summary, printer, cycle: printer.text(summary_line(summary)))

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import tempfile
@@ -28,6 +29,7 @@ from netspec.backends.torch import load_weights, to_module
 from netspec.backends.torch.layers import MaskedConv2d
 from netspec.ground.errors import ToolError, first_line
 from netspec.ir import Graph
+from netspec.language.evaluate import show
 
 DEFAULT_OPSET = 18
 HIGHEST_OPSET = 20
@@ -96,11 +98,11 @@ def densify_sparse_convs(model: nn.Module) -> None:
             model.get_submodule(parent).add_module(leaf, dense)  # get_submodule("") is the model itself
 
 
-def io_names(graph: Graph) -> tuple[str, list[str]]:
+def io_names(graph: Graph, preprocessed: bool = False) -> tuple[str, list[str]]:
     """The spec's input name and its outputs' names, where ONNX accepts them (a layer named by position, "3",
     is not; `decoder.8` is not): then "output" for the scores, "aux" for an auxiliary output and
-    "reconstruction" for a reconstruction."""
-    taken: set[str] = set()
+    "reconstruction" for a reconstruction. With the preprocessing embedded the input is "image"."""
+    taken: set[str] = {"image"} if preprocessed else set()
 
     def usable(name: str, fallback: str) -> str:
         chosen = name if name.isidentifier() else fallback
@@ -109,7 +111,7 @@ def io_names(graph: Graph) -> tuple[str, list[str]]:
         taken.add(chosen)
         return chosen
 
-    input_name = usable(graph.input, "input")
+    input_name = "image" if preprocessed else usable(graph.input, "input")
     # Declared outputs are named as the `output` statement names them (`head1`, not its last layer `head1.2`).
     main, *aux = graph.output_names or [graph.output] + graph.aux_outputs
     return input_name, ([usable(main, "output")] + [usable(name, "aux") for name in aux]
@@ -133,6 +135,70 @@ def _quiet():
             logger.setLevel(level)
 
 
+class EmbeddedPreprocessing(nn.Module):
+    """A network with its run's evaluation preprocessing in front (a `preprocessing` record of a netspec
+    checkpoint, netspec.train.preprocessing): uint8 images [N, C, H, W] in. Images of the run's own size are
+    padded; a run that resized takes images of any size: the shorter side resized to `resize` (antialiased, as
+    torchvision's Resize) and the centre cropped, with the size arithmetic in the graph. Then pixels / 255 and
+    (pixel - mean) / std per channel."""
+
+    def __init__(self, network: nn.Module, record: dict):
+        super().__init__()
+        self.network = network
+        self.resize, self.pad = record.get("resize"), int(record.get("pad") or 0)
+        self.size = tuple(record["input_size"])
+        self.mode = record.get("interpolation", "bilinear")
+        channels = record["channels"]
+        normalize = bool(record.get("normalize")) and record.get("mean") is not None
+        self.normalize = normalize
+        mean = torch.tensor(record["mean"] if normalize else [0.0] * channels).view(1, -1, 1, 1)
+        std = torch.tensor(record["std"] if normalize else [1.0] * channels).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        seed = record.get("permute_pixels")
+        height, width = (size - 2 * self.pad for size in self.size)
+        permutation = torch.randperm(height * width, generator=torch.Generator().manual_seed(seed)) \
+            if seed is not None and self.resize is None else None
+        self.register_buffer("permutation", permutation, persistent=False)
+
+    def image_shape(self) -> tuple[int, ...]:
+        """The [C, H, W] of the images the graph takes (any H, W when it resizes: this is an example)."""
+        channels = self.mean.shape[1]
+        if self.resize is None:
+            return (channels, *(size - 2 * self.pad for size in self.size))
+        return (channels, self.size[0] + 21, self.size[1] + 9)
+
+    def forward(self, image: torch.Tensor):
+        x = image.float()
+        if self.resize is not None:
+            height, width = x.shape[-2], x.shape[-1]
+            short = torch.sym_min(height, width)
+            # torchvision's Resize(int): the shorter side to `resize`, the other in proportion, rounded down
+            new_height, new_width = (self.resize * height) // short, (self.resize * width) // short
+            x = torch.nn.functional.interpolate(x, size=(new_height, new_width), mode=self.mode,
+                                                antialias=self.mode != "nearest",
+                                                align_corners=False if self.mode != "nearest" else None)
+            x = x.clamp(0, 255)
+            top, left = half_rounded(new_height - self.size[0]), half_rounded(new_width - self.size[1])
+            x = x[..., top:top + self.size[0], left:left + self.size[1]]
+        else:
+            if self.permutation is not None:
+                n, c, h, w = x.shape
+                x = x.reshape(n, c, h * w)[:, :, self.permutation].reshape(n, c, h, w)
+            if self.pad:
+                x = torch.nn.functional.pad(x, (self.pad,) * 4)
+        x = x / 255
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return self.network(x)
+
+
+def half_rounded(difference):
+    """round(difference / 2) with Python's (and torchvision's CenterCrop's) ties to even, in integer arithmetic
+    that torch.export keeps symbolic: an odd difference rounds up when its half is odd."""
+    return difference // 2 + (difference % 2) * ((difference // 2) % 2)
+
+
 def _opset_of(path: str) -> int:
     import onnx
 
@@ -140,13 +206,18 @@ def _opset_of(path: str) -> int:
 
 
 def _export_once(model, example, path, graph: Graph, opset: int, dynamic: bool, dynamo: bool) -> None:
-    input_name, output_names = io_names(graph)
+    input_name, output_names = io_names(graph, embedded(model))
     names = {"input_names": [input_name], "output_names": output_names}
+    any_size = embedded(model) and model.resize is not None  # images of any size: height and width dynamic
     with _quiet():
         if dynamo:
-            shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
-            torch.onnx.export(model, (example,), path, dynamo=True, opset_version=opset, dynamic_shapes=shapes,
-                              external_data=False, verbose=False, **names)
+            shape = {0: torch.export.Dim("batch", min=1, max=4096)} if dynamic else {}
+            if any_size:
+                shape |= {2: torch.export.Dim("height", min=8, max=16384),
+                          3: torch.export.Dim("width", min=8, max=16384)}
+            torch.onnx.export(model, (example,), path, dynamo=True, opset_version=opset,
+                              dynamic_shapes=(shape,) if shape else None, external_data=False, verbose=False,
+                              **names)
         else:
             axes = {name: {0: "batch"} for name in [input_name, *output_names]} if dynamic else None
             # PRESERVE keeps batch norm as BatchNormalization (eval semantics) instead of folding it into the
@@ -157,8 +228,23 @@ def _export_once(model, example, path, graph: Graph, opset: int, dynamic: bool, 
         raise ExportError(f"the exporter could not bring the model down to opset {opset}")
 
 
+def embedded(model: nn.Module) -> bool:
+    return isinstance(model, EmbeddedPreprocessing)
+
+
 def _export(model, example, path, graph, opset, dynamic) -> str:
-    """Export with the TorchScript exporter, or say which opset would work, or fall back to torch.export's."""
+    """Export with the TorchScript exporter, or say which opset would work, or fall back to torch.export's.
+    Embedded preprocessing that resizes images of any size is torch.export's alone (the TorchScript exporter has
+    no antialiased resize, and fixes the sizes it traces)."""
+    if embedded(model) and model.resize is not None:
+        try:
+            _export_once(model, example, path, graph, opset, dynamic, dynamo=True)
+        except Exception as err:
+            if written_error(err) is not None:
+                raise
+            raise ExportError(f"torch.onnx cannot export this network with its preprocessing embedded at opset "
+                              f"{opset} ({first_line(err)}); export it without --embed-preprocessing") from None
+        return "torch.export-based (embedded preprocessing resizes images of any size)"
     try:
         _export_once(model, example, path, graph, opset, dynamic, dynamo=False)
         return "torchscript"
@@ -214,12 +300,18 @@ def compare(model: nn.Module, onnx_path: str, graph: Graph, batches: list[int], 
     session = onnxruntime.InferenceSession(onnx_path, providers=_providers())
     generator = torch.Generator().manual_seed(seed)
     results = []
-    for batch in batches:
-        x = torch.randn(batch, *graph.input_shape, generator=generator)
+    for index, batch in enumerate(batches):
+        if embedded(model):  # uint8 images; of two sizes when any size is taken
+            channels, height, width = model.image_shape()
+            if model.resize is not None and index:
+                height, width = width + 13, height
+            x = torch.randint(0, 256, (batch, channels, height, width), dtype=torch.uint8, generator=generator)
+        else:
+            x = torch.randn(batch, *graph.input_shape, generator=generator)
         with torch.no_grad():
             expected = model(x)
         expected = expected if isinstance(expected, tuple) else (expected,)
-        outputs = session.run(None, {io_names(graph)[0]: x.numpy()})
+        outputs = session.run(None, {io_names(graph, embedded(model))[0]: x.numpy()})
         max_abs = max_rel = 0.0
         ok = len(outputs) == len(expected)
         for got, want in zip(outputs, expected):
@@ -233,31 +325,59 @@ def compare(model: nn.Module, onnx_path: str, graph: Graph, batches: list[int], 
     return session.get_providers()[0], results
 
 
-def _metadata(graph: Graph, sources) -> dict[str, str]:
+def _metadata(graph: Graph, sources, run: dict | None = None, embed: bool = False) -> dict[str, str]:
+    """The file's metadata_props. `run`: the config a netspec checkpoint carries (its run's classes,
+    preprocessing, task and arguments), written as JSON so that a deployment reads what the outputs mean and
+    which pixels to feed; `embed`: the preprocessing is in the graph, which takes uint8 images."""
     digest = hashlib.sha256()
     for name in sorted(sources.texts):
         digest.update(name.encode() + b"\0" + sources.texts[name].encode() + b"\0")
-    return {
+    shape = "[batch, " + ", ".join(map(str, graph.input_shape)) + "]"
+    metadata = {
         "netspec_version": __version__,
         "netspec_network": graph.name,
-        "netspec_arguments": ", ".join(f"{k}={v}" for k, v in graph.arguments.items()),
+        "netspec_arguments": ", ".join(f"{k}={show(v)}" for k, v in graph.arguments.items()),
         "netspec_spec_file": Path(graph.file).name,
         "netspec_spec_sha256": digest.hexdigest(),
         "netspec_parameters": str(sum(n.params for n in graph.nodes)),
-        "netspec_input_shape": "[batch, " + ", ".join(map(str, graph.input_shape)) + "]",
-        "netspec_normalization": "none (the spec declares none)",
+        "netspec_input_shape": shape,
+        "netspec_normalization": "none (no training run's record: the weights carry no preprocessing)",
     }
+    record = run.get("preprocessing") if run else None
+    if run:
+        metadata["netspec_task"] = str(run.get("task", "classification"))
+        metadata["netspec_classes"] = json.dumps(list(run.get("classes") or []))
+        metadata["netspec_run_arguments"] = json.dumps(run.get("argument_texts") or run.get("arguments") or {})
+    if isinstance(record, dict):
+        metadata["netspec_preprocessing"] = json.dumps(record)
+        metadata["netspec_normalization"] = (json.dumps({"mean": record["mean"], "std": record["std"]})
+                                             if record.get("normalize") else "none (the run did not normalise)")
+        size = "any H, W (resized inside)" if record.get("resize") else \
+            f"{record['input_size'][0] - 2 * record['pad']}, {record['input_size'][1] - 2 * record['pad']}"
+        metadata["netspec_input"] = (
+            f"image: uint8 [batch, {record['channels']}, {size}] {record['color']} pixels; the graph "
+            "preprocesses them as the run evaluated" if embed else
+            f"{shape} float: {record['color']} pixels / 255, " + (
+                "minus mean, divided by std (netspec_normalization), " if record.get("normalize") else "") +
+            ("after resizing and centre-cropping (netspec_preprocessing)" if record.get("resize") else
+             f"padded by {record['pad']}" if record.get("pad") else "at the input size"))
+    return metadata
 
 
 def export(graph: Graph, sources, output: str | Path, weights: str | Path | list[str] | None = None,
            opset: int = DEFAULT_OPSET, batch: str | int = "dynamic", force: bool = False,
-           seed: int = 0) -> ExportReport:
+           seed: int = 0, run: dict | None = None, embed_preprocessing: bool = False) -> ExportReport:
     """Export, check with onnx.checker, verify in onnxruntime, then move the file into place.
 
     Nothing is written at `output` unless every step passed; a failing comparison is reported
     (ExportReport.ok is False) and the file is not kept. A full disk or a read-only folder is an ExportError
-    (nothing written, no temporary left).
+    (nothing written, no temporary left). `run`: the config of the netspec checkpoint the weights come from,
+    written into the metadata; `embed_preprocessing` puts its preprocessing into the graph (uint8 images in).
     """
+    record = run.get("preprocessing") if run else None
+    if embed_preprocessing and not isinstance(record, dict):
+        raise ExportError("--embed-preprocessing needs the weights of a netspec run (best.pt or last.pt), whose "
+                          "checkpoint records how its images were preprocessed")
     output = Path(output)
     if output.exists() and not force:
         raise ExportError(f"{output} exists; pass --force to overwrite it")
@@ -274,13 +394,17 @@ def export(graph: Graph, sources, output: str | Path, weights: str | Path | list
         model.all_outputs = True  # every output in the file, auxiliary classifiers included
     densify_sparse_convs(model)
     example = torch.randn(2 if dynamic else int(batch), *graph.input_shape)
+    if embed_preprocessing:
+        model = EmbeddedPreprocessing(model, record).eval()
+        example = torch.randint(0, 256, (example.shape[0], *model.image_shape()), dtype=torch.uint8,
+                                generator=torch.Generator().manual_seed(seed))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     except OSError as err:
         raise cannot_write(output, err) from None
     os.close(fd)
     try:
-        return _export_checked(model, example, tmp, output, graph, sources, opset, dynamic, batch, seed)
+        return _export_checked(model, example, tmp, output, graph, sources, opset, dynamic, batch, seed, run)
     except Exception as err:
         written = written_error(err)
         if written is None or isinstance(err, ToolError):
@@ -291,14 +415,14 @@ def export(graph: Graph, sources, output: str | Path, weights: str | Path | list
 
 
 def _export_checked(model, example, tmp: str, output: Path, graph: Graph, sources, opset: int, dynamic: bool,
-                    batch: str | int, seed: int) -> ExportReport:
+                    batch: str | int, seed: int, run: dict | None = None) -> ExportReport:
     """Export into `tmp`, check and verify it, and move it to `output` when PyTorch and onnxruntime agree."""
     import onnx
 
     exporter = _export(model, example, tmp, graph, opset, dynamic)
     proto = onnx.load(tmp)
     name_nodes_by_layer(proto)
-    for key, value in _metadata(graph, sources).items():
+    for key, value in _metadata(graph, sources, run, embedded(model)).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto, full_check=True)

@@ -94,6 +94,9 @@ RECIPE_HELP = {
     "train_crop": "auto: RandomResizedCrop when images are not the input size",
     "ema": "keep an exponential moving average of the weights, evaluated and checkpointed alongside",
     "precision": "auto: bf16 autocast on CUDA, fp32 on the CPU; fp16 adds a gradient scaler",
+    "freeze_backbone": "fine-tuning: train only the head (the layers making the outputs)",
+    "lr_head": "fine-tuning: the head's learning rate (default: --lr)",
+    "backbone_lr_factor": "fine-tuning: the rest of the network learns at --lr times F (e.g. 0.1)",
 }
 
 
@@ -121,15 +124,19 @@ def recipe_arguments(command: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=base, help=RECIPE_HELP.get(name))
 
 
-def recipe_from_options(options: argparse.Namespace, graph):
-    """Defaults, then the spec's `train` section, then the flags given."""
+def recipe_from_options(options: argparse.Namespace, graph, recorded: dict | None = None):
+    """Defaults, then the spec's `train` section, then the flags given. `recorded`: a checkpoint's run config,
+    whose resolved recipe stands in for the spec's section (eval, predict: the run's own settings)."""
     from pydantic import ValidationError
 
     from netspec.semantics.recipe import Recipe
 
     flags = {key: getattr(options, key) for key in Recipe.model_fields if getattr(options, key, None) is not None}
+    base = graph.recipe
+    if recorded and isinstance(recorded.get("recipe"), dict) and recorded.get("network") == graph.name:
+        base = {key: value for key, value in recorded["recipe"].items() if key in Recipe.model_fields}
     try:
-        return Recipe.model_validate({**graph.recipe, **flags})
+        return Recipe.model_validate({**base, **flags})
     except ValidationError as err:
         e = err.errors()[0]
         where = f"--{str(e['loc'][0]).replace('_', '-')}: " if e["loc"] else ""

@@ -17,8 +17,10 @@ EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
 
 def report_errors(diagnostics: list[Diagnostic], sources: Sources, fmt: str, limit: int) -> None:
     if fmt == "json":
-        print(json.dumps({"ok": False, "error_count": len(diagnostics),
-                          "errors": [d.to_json() for d in diagnostics[:limit]]}, indent=2))
+        errors = [d for d in diagnostics if d.is_error]
+        print(json.dumps({"ok": False, "error_count": len(errors),
+                          "errors": [d.to_json() for d in errors[:limit]],
+                          "warnings": [d.to_json() for d in diagnostics if not d.is_error][:limit]}, indent=2))
     else:
         print(render_all(diagnostics, sources, limit), file=sys.stderr)
 
@@ -30,11 +32,17 @@ def load_spec(options: argparse.Namespace, fmt: str = "text", sources: Sources |
     sources = sources if sources is not None else Sources()
     limits = limits_from_options(options)
     try:
-        return netspec.load(options.spec, sources, limits, **dict(options.set)), None
+        graph = netspec.load(options.spec, sources, limits, **dict(options.set))
     except NetspecError as err:
         report_errors(err.diagnostics, sources, fmt, limits.errors_shown)
         top_level_missing = all(d.code == "NS209" and d.span is None for d in err.diagnostics)
         return None, EXIT_USAGE if top_level_missing else EXIT_SPEC_ERROR
+    if graph.warnings and getattr(options, "strict", False):  # check --strict: a warning fails like an error
+        report_errors(graph.warnings, sources, fmt, limits.errors_shown)
+        return None, EXIT_SPEC_ERROR
+    if graph.warnings and fmt != "json":  # JSON carries them in its summary
+        print(render_all(graph.warnings, sources, limits.errors_shown), file=sys.stderr)
+    return graph, None
 
 
 def write_output(command: str, path: str, data: bytes | str) -> bool:
@@ -46,6 +54,55 @@ def write_output(command: str, path: str, data: bytes | str) -> bool:
     except OSError as err:
         print(f"netspec {command}: cannot write {path}: {err.strerror}", file=sys.stderr)
         return False
+
+
+def recorded_arguments(config: dict | None, graph) -> list[tuple[str, object]]:
+    """The network arguments a checkpoint's run was trained with where they differ from `graph`'s, as --set
+    pairs; none when the checkpoint records another network (loading its weights then says so)."""
+    from netspec.language.evaluate import show
+    from netspec.language.overrides import OverrideError, parse_override
+
+    if not config or config.get("network") != graph.name:
+        return []
+    texts = config.get("argument_texts")
+    if not isinstance(texts, dict):  # a run of an earlier netspec: its arguments as JSON (blocks by name)
+        saved = config.get("arguments") if isinstance(config.get("arguments"), dict) else {}
+        texts = {name: value if isinstance(value, str) else show(value, limit=1 << 20)
+                 for name, value in saved.items()}
+    pairs = []
+    for name, text in texts.items():
+        if name not in graph.arguments or show(graph.arguments[name], limit=1 << 20) == text:
+            continue
+        try:
+            pairs.append(parse_override(f"{name}={text}"))
+        except OverrideError:
+            continue  # not an argument a spec can be given (a value netspec can no longer read): left as it is
+    return pairs
+
+
+def load_for_weights(options: argparse.Namespace, sources: Sources | None = None):
+    """(graph, the checkpoint's run config or None, None), or (None, None, exit status): the spec with the
+    arguments its run recorded in `--weights` (a netspec checkpoint), which `--set` overrides; a line on stderr
+    says which were taken."""
+    from netspec.train.checkpoints import saved_config
+
+    graph, status = load_spec(options, sources=sources)
+    if graph is None:
+        return None, None, status
+    config = saved_config(options.weights) if options.weights else None
+    given = {name for name, _ in options.set}
+    recorded = [(name, value) for name, value in recorded_arguments(config, graph) if name not in given]
+    if recorded:
+        from netspec.language.evaluate import show
+
+        again = argparse.Namespace(**{**vars(options), "set": recorded + list(options.set)})
+        graph, status = load_spec(again, sources=sources)
+        if graph is None:
+            return None, None, status
+        print(f"netspec {options.command}: using the run's arguments "
+              f"{', '.join(f'{name}={show(value)}' for name, value in recorded)} (recorded in {options.weights[0]}; "
+              "--set overrides them)", file=sys.stderr)
+    return graph, config, None
 
 
 def load_with_recipe(options: argparse.Namespace):
@@ -65,6 +122,7 @@ def cmd_check(options: argparse.Namespace) -> int:
         return status
     depth = None if options.expand else (options.depth or (1 if options.collapse else None))
     summary = netspec.summarize(graph, depth)
+    summary.warnings = [d.to_json() for d in graph.warnings]
     print(summary.model_dump_json(indent=2) if options.format == "json" else summary_table(summary))
     return EXIT_OK
 
@@ -125,22 +183,34 @@ def cmd_compile(options: argparse.Namespace) -> int:
         return EXIT_OK
     if not write_output("compile", options.output, source):
         return EXIT_USAGE
-    print(f"wrote {options.output}: class {graph.name}, {sum(n.params for n in graph.nodes):,} parameters")
+    from netspec.backends.torch.naming import network_class_name
+
+    print(f"wrote {options.output}: class {network_class_name(graph.name)}, "
+          f"{sum(n.params for n in graph.nodes):,} parameters")
     return EXIT_OK
 
 
 def cmd_export(options: argparse.Namespace) -> int:
     sources = Sources()
-    graph, status = load_spec(options, sources=sources)
+    if options.weights:
+        graph, config, status = load_for_weights(options, sources)
+    else:
+        (graph, status), config = load_spec(options, sources=sources), None
     if graph is None:
         return status
+    if options.embed_preprocessing and not options.weights:
+        print("netspec export: --embed-preprocessing goes with --weights (best.pt or last.pt of a run, which "
+              "records its preprocessing)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         from netspec.backends.onnx import ATOL, RTOL, export
     except ImportError as err:
         print(f"netspec export: {err.name or err} is needed; install the project's `onnx` extra "
               '(pip install -e ".[onnx]")', file=sys.stderr)
         return EXIT_USAGE
-    report = export(graph, sources, options.output, options.weights, options.opset, options.batch, options.force)
+    report = export(graph, sources, options.output, options.weights, options.opset, options.batch, options.force,
+                    run=config if config and config.get("network") == graph.name else None,
+                    embed_preprocessing=options.embed_preprocessing)
     print(f"exporter:  {report.exporter}, opset {report.opset}")
     print(f"runtime:   onnxruntime, {report.provider}")
     for c in report.comparisons:
@@ -160,11 +230,15 @@ def cmd_train(options: argparse.Namespace) -> int:
     if graph is None:
         return status
     from netspec.train import DataOptions, RunOptions, TrainError, distributed, run
+    from netspec.train.finetune import FineTune
 
     out = Path(options.out or Path("runs") / Path(graph.file).stem)
+    tuning = FineTune(options.init, tuple(options.freeze), recipe.freeze_backbone, recipe.lr_head,
+                      recipe.backbone_lr_factor)
     run_options = RunOptions(resume=options.resume, overwrite=options.overwrite, download=options.download,
                              sync_bn=options.sync_bn, max_steps=options.max_steps, log_every=options.log_every,
-                             data=DataOptions(options.data_mode, options.workers, options.limit_eval))
+                             data=DataOptions(options.data_mode, options.workers, options.limit_eval),
+                             finetune=tuning)
     try:
         if options.nproc is not None and not distributed.launched():  # start the processes, each running this
             distributed.check_launch(options.nproc, options.device, options.dist_backend, recipe.batch_size)
@@ -176,6 +250,10 @@ def cmd_train(options: argparse.Namespace) -> int:
                              "--nproc-per-node)")
         result = run(graph, recipe, out, options.data_dir, options.device, progress=not options.no_progress,
                      dist_backend=options.dist_backend, dist_timeout=options.dist_timeout, options=run_options)
+    except KeyboardInterrupt:
+        if distributed.is_main_process():
+            print(f"\nnetspec train: interrupted; {interrupted_line(out, options.argv)}", file=sys.stderr)
+        return 130
     except ToolError as err:
         if distributed.is_main_process() or isinstance(err, distributed.ProcessError):  # else rank 0 says it
             raise
@@ -185,25 +263,110 @@ def cmd_train(options: argparse.Namespace) -> int:
     def percent(key: str) -> str:
         return f"{result[key]:.2%}" if result.get(key) is not None else "-"
 
+    segmenting = "val_miou" in result or "test_miou" in result
     rows = [[graph.name, recipe.data, str(result["epoch"]), f"{percent('best_val_accuracy')} ({result['best_epoch']})",
-             percent("test_accuracy"), f"{result['train_seconds']:.1f} s", f"{result['images_per_second']:,.0f}"]]
-    print(table(["network", "data", "epochs", "best val (epoch)", "test (best.pt)", "train time", "img/s"], rows,
-                 right={2, 3, 4, 5, 6}))
+             percent("test_miou" if segmenting else "test_accuracy"), f"{result['train_seconds']:.1f} s",
+             f"{result['images_per_second']:,.0f}"]]
+    headings = ["best val mIoU (epoch)", "test mIoU (best.pt)"] if segmenting else ["best val (epoch)",
+                                                                                    "test (best.pt)"]
+    print(table(["network", "data", "epochs", *headings, "train time", "img/s"], rows, right={2, 3, 4, 5, 6}))
     print(f"run folder: {result['run']} (metrics.jsonl, config.json, last.pt, best.pt)")
     return EXIT_OK
 
 
+def interrupted_line(out: Path, argv: list[str]) -> str:
+    """Where a run stopped by Ctrl-C can be resumed from, and the command that resumes it."""
+    import shlex
+
+    from netspec.train.checkpoints import RunFolder
+
+    folder = RunFolder(out)
+    epochs = folder.epochs_done() if folder.last.exists() else 0
+    if not epochs:
+        return f"no epoch was checkpointed in {out}; the same command starts it again"
+    kept = [arg for arg in argv if arg not in ("--resume", "--overwrite")]
+    if "--out" not in kept and not any(arg.startswith("--out=") for arg in kept):
+        kept += ["--out", str(out)]
+    return (f"the last checkpoint is {folder.last} (after epoch {epochs}); resume with: "
+            f"{shlex.join(['netspec', *kept, '--resume'])}")
+
+
 def cmd_eval(options: argparse.Namespace) -> int:
-    graph, recipe, status = load_with_recipe(options)
+    graph, config, status = load_for_weights(options)
     if graph is None:
         return status
+    recipe = recipe_from_options(options, graph, config)
     from netspec.train import DataOptions, evaluate_weights
 
+    if options.confusion:
+        from netspec.train.plot import FORMATS
+
+        if Path(options.confusion).suffix.lower() not in (*FORMATS, ".csv"):
+            print(f"netspec eval: cannot tell the format of {options.confusion}; name it .png, .svg, .pdf or .csv",
+                  file=sys.stderr)
+            return EXIT_USAGE
     result = evaluate_weights(graph, options.weights, recipe, options.data_dir, options.device, options.download,
-                              DataOptions(options.data_mode, options.workers))
-    print(f"{result['network']} on {result['dataset']} test set ({result['test_images']:,} images): "
-          f"accuracy {result['test_accuracy']:.2%}, loss {result['test_loss']:.4f}")
+                              DataOptions(options.data_mode, options.workers),
+                              log=lambda message: print(message, file=sys.stderr))
+    names = result["classes"] or [str(i) for i in range(len(result["per_class"]))]
+    heading = f"{result['network']} on {result['dataset']} test set ({result['test_images']:,} images): "
+    if result["task"] == "segmentation":
+        print(heading + f"mIoU {result['miou']:.2%}, pixel accuracy {result['test_accuracy']:.2%}, loss "
+                        f"{result['test_loss']:.4f}")
+    else:
+        top5 = f", top-5 {result['test_top5_accuracy']:.2%}" if result["test_top5_accuracy"] is not None else ""
+        print(heading + f"accuracy {result['test_accuracy']:.2%}{top5}, loss {result['test_loss']:.4f}")
+    if options.per_class or len(names) <= 20:
+        def share(value):
+            return f"{value:.2%}" if value is not None else "-"
+
+        totals = [sum(row) for row in result["confusion"]]
+        if result["task"] == "segmentation":
+            rows = [[name, share(accuracy), share(iou), f"{total:,}"] for name, accuracy, iou, total in
+                    zip(names, result["per_class"], result["iou"], totals)]
+            print(table(["class", "pixel accuracy", "IoU", "pixels"], rows, right={1, 2, 3}))
+        else:
+            rows = [[name, share(accuracy), f"{total:,}"] for name, accuracy, total in
+                    zip(names, result["per_class"], totals)]
+            print(table(["class", "accuracy", "images"], rows, right={1, 2}))
+    if options.confusion:
+        from netspec.train.plot import draw_confusion
+
+        data = draw_confusion(result["confusion"], names, options.confusion,
+                              f"{result['network']} on {result['dataset']}: confusion")
+        if not write_output("eval", options.confusion, data):
+            return EXIT_USAGE
+        print(f"wrote {options.confusion} (rows: true class, columns: predicted)")
     return EXIT_OK
+
+
+def cmd_predict(options: argparse.Namespace) -> int:
+    options.weights = [options.weights]
+    if options.output and Path(options.output).suffix.lower() not in (".csv", ".json"):
+        print(f"netspec predict: cannot tell the format of {options.output}; name it .csv or .json", file=sys.stderr)
+        return EXIT_USAGE
+    if options.top_k < 1:
+        print(f"netspec predict: --top-k {options.top_k}: give 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    graph, config, status = load_for_weights(options)
+    if graph is None:
+        return status
+    recipe = recipe_from_options(options, graph, config)
+    from netspec.train.predict import line, predict, write_predictions
+
+    result = predict(graph, options.weights[0], config, recipe, options.images, options.top_k, options.device,
+                     options.batch_size, options.masks)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for prediction in result.predictions:
+        print(line(prediction, result.task))
+    for path, reason in result.skipped:
+        print(f"skipped an unreadable image: {path}: {reason}", file=sys.stderr)
+    if options.output:
+        write_predictions(result, options.output)
+        print(f"wrote {options.output} ({len(result.predictions)} image{'s' * (len(result.predictions) != 1)})",
+              file=sys.stderr)
+    return EXIT_SPEC_ERROR if result.skipped else EXIT_OK
 
 
 def cmd_ops(options: argparse.Namespace) -> int:

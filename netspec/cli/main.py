@@ -9,7 +9,7 @@ import sys
 
 from netspec.cli.arguments import batch_size, data_arguments, recipe_arguments, spec_arguments
 from netspec.cli.commands import (EXIT_OK, cmd_check, cmd_compile, cmd_eval, cmd_export, cmd_fmt, cmd_graph, cmd_lsp,
-                                  cmd_ops, cmd_plot, cmd_train)
+                                  cmd_ops, cmd_plot, cmd_predict, cmd_train)
 from netspec.ground.errors import ToolError
 
 
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "and MACs, then the totals. Exit 0: valid, 1: errors, 2: usage.")
     spec_arguments(check)
     check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--strict", action="store_true",
+                       help="fail (exit 1) on warnings too: values computed and never used (docs/errors.md)")
     view = check.add_mutually_exclusive_group()
     view.add_argument("--expand", action="store_true", help="one row per layer (the default)")
     view.add_argument("--collapse", action="store_true", help="one row per top-level block or group")
@@ -64,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     export.add_argument("--batch", type=batch_size, default="dynamic", help="'dynamic' (default) or a fixed size")
     export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.add_argument("--embed-preprocessing", action="store_true",
+                        help="with the --weights of a run: the graph takes uint8 images and preprocesses them as "
+                             "the run evaluated (resize, crop, pad, scale, normalise)")
     export.set_defaults(run=cmd_export)
 
     train = commands.add_parser("train", help="train a spec on a dataset (GPU when present)",
@@ -81,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, metavar="N", help="at most N steps an epoch (a smoke run)")
     train.add_argument("--limit-eval", type=int, metavar="N",
                        help="evaluate on the first N validation and test images only (a smoke run)")
+    tuning = train.add_argument_group("fine-tuning (docs/training.md)")
+    tuning.add_argument("--init", metavar="PATH",
+                        help="start from these weights: a run's best.pt (forks it), a state_dict (.pt, .pth, "
+                             ".safetensors) or torchvision:ENUM (e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1); "
+                             "a head of another shape is re-initialised")
+    tuning.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                        help="leave these parameters untrained: a layer or scope name (layer1) or a pattern of "
+                             "parameter names (layer[12].*) (repeatable)")
     recipe_arguments(train)
     many = train.add_argument_group("many processes (docs/training.md); also under torchrun -m netspec train")
     many.add_argument("--nproc", type=int, metavar="N",
@@ -104,7 +117,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", required=True, action="append", metavar="[MEMBER=]PATH",
                           help="best.pt, last.pt or a state_dict; MEMBER=PATH loads one ensemble member "
                                "(repeatable)")
+    evaluate.add_argument("--confusion", metavar="FILE",
+                          help="write the confusion matrix: a picture (.png, .svg, .pdf) or the counts (.csv)")
+    evaluate.add_argument("--per-class", action="store_true",
+                          help="print each class's accuracy (the default up to 20 classes)")
     evaluate.set_defaults(run=cmd_eval)
+
+    predict = commands.add_parser("predict", help="classify images (or segment them) with saved weights",
+                                  description="Apply saved weights to image files, each preprocessed as the run "
+                                              "that trained them evaluated (the checkpoint records it): the top-k "
+                                              "classes by name with their probabilities, or a mask PNG per image "
+                                              "for a segmentation network. Exit 0: every image predicted, 1: an "
+                                              "image could not be read (the others are predicted), 2: usage.")
+    spec_arguments(predict)
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="an image file, or a folder of images")
+    predict.add_argument("--weights", required=True, metavar="PATH",
+                         help="best.pt or last.pt of a run (or a plain state_dict: classes numbered, ImageNet's "
+                              "statistics)")
+    predict.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
+    predict.add_argument("-o", "--output", metavar="FILE", help="also write the predictions: .csv or .json")
+    predict.add_argument("--masks", metavar="DIR", help="segmentation: the folder for the mask PNGs "
+                                                        "(default ./masks)")
+    predict.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.set_defaults(run=cmd_predict)
 
     ops = commands.add_parser("ops", help="list the layer types a spec can use")
     ops.set_defaults(run=cmd_ops)

@@ -24,7 +24,8 @@ def build_pieces(tree: Tree, text: str) -> tuple[list[Piece], list[Comment]]:
 
     def token_piece(tok: Token) -> Piece:
         i = index[id(tok)]
-        return Piece(tok.type, str(tok), lead.get(i, []), trail.get(i, []), blank.get(i, False))
+        return Piece(tok.type, str(tok), lead.get(i, []), trail.get(i, []), blank.get(i, False),
+                     (tok.line, tok.end_line))
 
     done: list[Piece] = []
     work: list[tuple[Tree, bool]] = [(tree, False)]
@@ -46,7 +47,7 @@ def build_pieces(tree: Tree, text: str) -> tuple[list[Piece], list[Comment]]:
             continue
         doc = layout_node(node.data, Kids(pieces))
         first, last = pieces[0], pieces[-1]
-        done.append(Piece(node.data, doc, first.lead, last.trail, first.blank))
+        done.append(Piece(node.data, doc, first.lead, last.trail, first.blank, (first.lines[0], last.lines[1])))
     raise AssertionError("the tree has no root")
 
 

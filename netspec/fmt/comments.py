@@ -37,6 +37,7 @@ class Piece:
     lead: list[Comment] = field(default_factory=list)
     trail: list[Comment] = field(default_factory=list)
     blank: bool = False  # a blank line before its first token (after any leading comments)
+    lines: tuple[int, int] = (0, 0)  # the source lines of its first and last token: where the author broke lines
 
 
 def leading(comments: list[Comment]) -> list:

@@ -8,10 +8,11 @@ braces, chains and definitions, have a method of `_Layout` named after the rule 
 from __future__ import annotations
 
 from netspec.fmt.comments import Kids, Piece, with_comments
-from netspec.fmt.document import HARDLINE, LINE, SOFTLINE, Fill, Indent, brace_group, broken_braces, group
+from netspec.fmt.document import (HARDLINE, LINE, SOFTLINE, Fill, Group, Indent, brace_group, broken_braces,
+                                  group)
 
 _SPACED = {"binary", "compare", "or_", "and_", "ternary", "output_item", "for_stmt", "import_stmt", "let_stmt",
-           "setting", "assign_stmt", "condition", "repeat", "not_"}
+           "setting", "condition", "repeat", "not_"}
 _GLUED = {"keyword", "param", "label", "template_label", "output_label", "block_label", "spread", "index",
           "slice", "atom"}  # rules of one token (names, numbers, ...) are that token
 
@@ -86,12 +87,12 @@ class _Layout:
 
     def braces(self, k: Kids, first: int) -> list:
         """`{ statements }` from child `first` (the brace) to the last: one statement stays on the line if it
-        fits and has no comment; more go one a line."""
+        fits, has no comment and was written on the brace's line; more go one a line."""
         statements = k.pieces[first + 1:k.last]
         close = k.pieces[k.last]
         if not statements and not close.lead:
             return [k[first], close.doc]
-        if len(statements) == 1 and not close.lead:
+        if len(statements) == 1 and not close.lead and k.pieces[first].lines[0] == statements[0].lines[0]:
             return [brace_group([k[first], Indent([LINE, k[first + 1]]), LINE, close.doc])]
         return [broken_braces([k[first], Indent(_statements(statements, close)), HARDLINE, close.doc])]
 
@@ -125,7 +126,12 @@ class _Layout:
         return out + [" ", k[i], " ", k[i + 1]]
 
     def params(self, k):
-        return _bracketed(k, 0)
+        """A header's parameters: on its line when they fit and the author wrote them on one line; one a line
+        otherwise, as a long header reads best."""
+        laid = _bracketed(k, 0)
+        if k.pieces[0].lines[0] != k.pieces[k.last].lines[1] and isinstance(laid[0], Group):
+            laid[0].broken = laid[0].forced = True
+        return laid
 
     def arguments(self, k):
         return _separated(k, 0, k.last)
@@ -152,6 +158,19 @@ class _Layout:
         if len(k) == 2:
             return [k[0], " ", k[1]]
         return [k[0], " ", k[1], k[2], " ", k[3]]
+
+    def assign_stmt(self, k):
+        """`y = chain`, `hi, lo = chain`."""
+        out = [k[0]]
+        for i in range(1, len(k) - 2, 2):
+            out += [k[i], " ", k[i + 1]]
+        return out + [" ", k[len(k) - 2], " ", k[len(k) - 1]]
+
+    def export_stmt(self, k):
+        out = [k[0], " ", k[1]]
+        for i in range(2, len(k), 2):
+            out += [k[i], " ", k[i + 1]]
+        return out
 
     def output_stmt(self, k):
         rest = []

@@ -31,8 +31,14 @@ class Related:
     message: str
 
 
+ERROR, WARNING = "error", "warning"
+
+
 @dataclass(frozen=True)
 class Diagnostic:
+    """A mistake (severity "error": the spec is rejected) or a warning (it checks, but likely does not do what its
+    author meant; `netspec check --strict` rejects it too)."""
+
     code: str
     message: str
     span: Span | None = None
@@ -40,13 +46,23 @@ class Diagnostic:
     notes: tuple[str, ...] = ()
     # The places behind some notes, as data for tools (the language server); rendered text and JSON show the notes.
     related: tuple[Related, ...] = ()
+    severity: str = ERROR
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
 
     def to_json(self) -> dict:
         where = None
         if self.span is not None:
             s = self.span
             where = {"file": s.file, "line": s.line, "col": s.col, "end_line": s.end_line, "end_col": s.end_col}
-        return {"code": self.code, "message": self.message, "span": where, "hint": self.hint, "notes": list(self.notes)}
+        return {"code": self.code, "severity": self.severity, "message": self.message, "span": where,
+                "hint": self.hint, "notes": list(self.notes)}
+
+
+def errors_in(diagnostics) -> list[Diagnostic]:
+    return [d for d in diagnostics if d.is_error]
 
 
 class NetspecError(Exception):
@@ -56,7 +72,8 @@ class NetspecError(Exception):
         if isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics = list(diagnostics)
-        super().__init__("\n".join(f"{d.span or '<netspec>'}: error[{d.code}]: {d.message}" for d in self.diagnostics))
+        super().__init__("\n".join(f"{d.span or '<netspec>'}: {d.severity}[{d.code}]: {d.message}"
+                                   for d in self.diagnostics))
 
 
 class ShapeRuleError(Exception):
@@ -95,10 +112,10 @@ _VISIBLE = {c: 0x2400 + c for c in range(0x20) if c != 0x09} | {0x7F: 0x2421}
 
 
 def render(diagnostic: Diagnostic, sources: Sources | None = None) -> str:
-    """`file:line:col: error[NSxxx]: message`, the source line, a caret, then hint and notes."""
+    """`file:line:col: error[NSxxx]: message` (or `warning[...]`), the source line, a caret, then hint and notes."""
     d = diagnostic
     where = f"{d.span}: " if d.span else ""
-    out = [f"{where}error[{d.code}]: {d.message}"]
+    out = [f"{where}{d.severity}[{d.code}]: {d.message}"]
     if d.span and sources is not None:
         text = sources.line(d.span.file, d.span.line)
         if text is not None:
@@ -128,10 +145,22 @@ def render(diagnostic: Diagnostic, sources: Sources | None = None) -> str:
 def render_all(diagnostics: list[Diagnostic], sources: Sources | None = None, limit: int = 50) -> str:
     shown = [render(d, sources) for d in diagnostics[:limit]]
     if len(diagnostics) > limit:
-        shown.append(f"... and {len(diagnostics) - limit} more errors")
-    count = len(diagnostics)
-    shown.append(f"{count} error{'s' if count != 1 else ''} found")
+        shown.append(f"... and {_counted(diagnostics[limit:], 'more ')}")
+    shown.append(count_line(diagnostics))
     return "\n\n".join(shown[:-1]) + "\n" + shown[-1]
+
+
+def count_line(diagnostics: list[Diagnostic]) -> str:
+    """"2 errors found", "1 warning found", "1 error and 3 warnings found"."""
+    return _counted(diagnostics) + " found"
+
+
+def _counted(diagnostics: list[Diagnostic], more: str = "") -> str:
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    parts = [f"{n} {more}{word}{'s' if n != 1 else ''}" for n, word in ((errors, "error"), (warnings, "warning"))
+             if n or (word == "error" and not warnings)]
+    return " and ".join(parts)
 
 
 def first_line(err: BaseException, limit: int = 240) -> str:

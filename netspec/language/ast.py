@@ -145,8 +145,23 @@ class Chain:
 
 @dataclass
 class Assign:
+    """`y = chain`, or `hi, lo = chain` whose last step is a block with outputs `hi`'s and `lo`'s."""
+
     target: str
     chain: Chain
+    span: Span = _span()
+    more: list[str] = field(default_factory=list)  # the further names of `a, b = ...`
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target, *self.more]
+
+
+@dataclass
+class Export:
+    """`export a, b`: values bound in a group that the body around it may read after the group."""
+
+    names: list[str]
     span: Span = _span()
 
 
@@ -183,7 +198,16 @@ class Output:
     span: Span = _span()
 
 
-Stmt = Input | Assign | Chain | For | Output
+@dataclass
+class Let:
+    """`let name = expr`: a file's constant, or a body's local one (for the rest of the body)."""
+
+    name: str
+    value: Expr
+    span: Span = _span()
+
+
+Stmt = Input | Assign | Chain | For | Output | Let | Export  # a Let in a body binds a local constant
 
 
 # Top-level items -----------------------------------------------------------
@@ -217,13 +241,6 @@ class NetworkAlias:
 @dataclass
 class Import:
     path: str
-    span: Span = _span()
-
-
-@dataclass
-class Let:
-    name: str
-    value: Expr
     span: Span = _span()
 
 

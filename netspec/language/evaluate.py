@@ -99,6 +99,8 @@ class Symbol:
 
     name: str
     home: Any = field(default=None, compare=False, hash=False, repr=False)
+    # where the word was written: a mistyped name passed down through blocks is reported there, once
+    span: Any = field(default=None, compare=False, hash=False, repr=False)
 
 
 def show(value: Any, limit: int = SHOWN_CHARS) -> str:
@@ -188,7 +190,7 @@ def evaluate(expr: ast.Expr, lookup: Callable[[str], Any], names: Callable[[], l
             return value
         except KeyError:
             if allow_symbol:
-                return Symbol(expr.id)
+                return Symbol(expr.id, span=expr.span)
             hint = did_you_mean(expr.id, names()) if names else None
             raise _error("NS205", f"undefined name '{expr.id}'", expr, hint) from None
     if isinstance(expr, ast.ListExpr):
@@ -321,25 +323,40 @@ def _range(name: str, args: list, node) -> list:
     return list(values)
 
 
-def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
-    """The nearest multiple of `divisor` to `value`, at least `min_value` and never below 90 % of `value`: the
-    channel rounding of MobileNet, MNASNet and EfficientNet (torchvision's `_make_divisible`)."""
+def make_divisible(value: float, divisor: int, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """The nearest multiple of `divisor` to `value`, at least `min_value` (default `divisor`), raised by one
+    `divisor` when that fell below `round_limit` × `value`: timm's `make_divisible`; round_limit 0.9 is
+    torchvision's `_make_divisible` (MobileNet, MNASNet and EfficientNet widths), 0 never raises it.
+
+    >>> make_divisible(32 * 0.75, 8), make_divisible(20, 16), make_divisible(20, 16, round_limit=0.0)
+    (24, 32, 16)
+    """
     min_value = divisor if min_value is None else min_value
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
+    return rounded + divisor if rounded < round_limit * value else rounded
 
 
-def _make_divisible(name: str, args: list, node, min_value=None) -> int:
-    if len(args) != 2:
-        raise _error("NS211", f"make_divisible takes (value, divisor, min_value=none), got {len(args)} positional",
-                     node)
-    value = _number(name, args[0], node)
-    divisor = _integer(name, args[1], node)
+MAKE_DIVISIBLE = ("value", "divisor", "min_value", "round_limit")
+
+
+def _make_divisible(name: str, args: list, node, **keywords) -> int:
+    if not 2 <= len(args) <= len(MAKE_DIVISIBLE):
+        raise _error("NS211", f"make_divisible takes (value, divisor, min_value=none, round_limit=0.9), got "
+                              f"{len(args)} positional", node)
+    given = dict(zip(MAKE_DIVISIBLE, args))
+    for key, value in keywords.items():
+        if key in given:
+            raise _error("NS203", f"make_divisible's {key} given twice, by position and by name", node)
+        given[key] = value
+    value = _number(name, given["value"], node)
+    divisor = _integer(name, given["divisor"], node)
     if divisor <= 0:
         raise _error("NS212", f"make_divisible's divisor must be positive, got {divisor}", node)
+    min_value = given.get("min_value")
     if min_value is not None:
         min_value = _integer(name, min_value, node)
-    return make_divisible(value, divisor, min_value)
+    round_limit = _number(name, given.get("round_limit", 0.9), node)
+    return make_divisible(value, divisor, min_value, round_limit)
 
 
 def _to_int(name: str, value, node) -> int:
@@ -357,9 +374,18 @@ def _length(name: str, value, node) -> int:
     return len(value)
 
 
-def _round(name: str, value, node, digits=None):
-    value = _number(name, value, node)
-    return round(value) if digits is None else round(value, _integer(name, digits, node))
+# Past these, round(x, digits) of a number within MAX_MAGNITUDE changes no more, and Python's int rounding to a
+# huge negative number of digits would compute 10 ** -digits.
+ROUND_DIGITS = (-20, 400)
+
+
+def _round(name: str, args: list, node):
+    """round(x) or round(x, digits); `args` are the positional arguments, as for every function."""
+    value = _number(name, args[0], node)
+    if len(args) == 1:
+        return round(value)
+    digits = _integer(name, args[1], node)
+    return round(value, min(max(digits, ROUND_DIGITS[0]), ROUND_DIGITS[1]))
 
 
 # Built-in functions: name -> (summary, implementation(name, positional, node, **keywords)). Each is linear in
@@ -369,19 +395,18 @@ FUNCTIONS: dict[str, tuple[str, Callable[..., Any]]] = {
     "max": ("max(a, b, ...) or max(list)", lambda n, a, e: max(_numbers(n, a, e))),
     "sum": ("sum(list)", lambda n, a, e: sum(_numbers(n, a, e)) if a != [[]] else 0),  # Python's sum([]) is 0
     "abs": ("abs(x)", lambda n, a, e: abs(_number(n, *a, e))),
-    "round": ("round(x) to the nearest integer, ties to even, as Python; round(x, digits)",
-              lambda n, a, e: _round(n, *a, e)),
+    "round": ("round(x) to the nearest integer, ties to even, as Python; round(x, digits)", _round),
     "floor": ("floor(x): the largest integer <= x", lambda n, a, e: math.floor(_number(n, *a, e))),
     "ceil": ("ceil(x): the smallest integer >= x", lambda n, a, e: math.ceil(_number(n, *a, e))),
     "int": ("int(x): toward zero, as Python", lambda n, a, e: _to_int(n, *a, e)),
     "float": ("float(x)", lambda n, a, e: float(_number(n, *a, e))),
     "len": ("len(list)", lambda n, a, e: _length(n, *a, e)),
     "range": ("range(stop), range(start, stop[, step]): a list of integers", _range),
-    "make_divisible": ("make_divisible(value, divisor, min_value=none): torchvision's channel rounding",
-                       _make_divisible),
+    "make_divisible": ("make_divisible(value, divisor, min_value=none, round_limit=0.9): timm's channel rounding "
+                       "(torchvision's with the default round_limit)", _make_divisible),
 }
 _ARITY = {"abs": 1, "floor": 1, "ceil": 1, "int": 1, "float": 1, "len": 1, "round": (1, 2)}
-_KEYWORDS = {"make_divisible": {"min_value"}}
+_KEYWORDS = {"make_divisible": {"min_value", "round_limit"}}
 
 
 def _call(expr: ast.Function, lookup, names) -> Any:

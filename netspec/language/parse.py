@@ -173,7 +173,11 @@ class _ToAst:
         return ast.Input(str(c[0]), c[1], self.s(meta))
 
     def assign_stmt(self, meta, c):
-        return ast.Assign(str(c[0]), c[1], self.s(meta))
+        *names, chain = c
+        return ast.Assign(str(names[0]), chain, self.s(meta), [str(n) for n in names[1:]])
+
+    def export_stmt(self, meta, c):
+        return ast.Export([str(n) for n in c], self.s(meta))
 
     def chain(self, meta, c):
         return ast.Chain(list(c), self.s(meta))
@@ -380,13 +384,17 @@ def _describe_expected(expected: set[str]) -> str:
 
 
 def _unclosed_bracket(text: str, upto_line: int, upto_col: int) -> tuple[str, int, int] | None:
-    """The innermost bracket still open at the given position, ignoring comments and strings."""
+    """The innermost bracket open at the given position that nothing in the whole text closes (comments and
+    strings ignored); None when every bracket open there is closed later, as the body's own braces are around
+    most syntax errors."""
     stack: list[tuple[str, int, int]] = []
-    for lineno, line in enumerate(source_lines(text)[:upto_line], start=1):
+    open_there: list[tuple[str, int, int]] | None = None
+    closed: set[tuple[str, int, int]] = set()
+    for lineno, line in enumerate(source_lines(text), start=1):
         in_string = False
         for colno, ch in enumerate(line, start=1):
-            if lineno == upto_line and colno >= upto_col:
-                break
+            if open_there is None and (lineno, colno) >= (upto_line, upto_col):
+                open_there = list(stack)
             if in_string:
                 in_string = ch != '"'
             elif ch == '"':
@@ -396,8 +404,11 @@ def _unclosed_bracket(text: str, upto_line: int, upto_col: int) -> tuple[str, in
             elif ch in _BRACKETS:
                 stack.append((ch, lineno, colno))
             elif ch in _BRACKETS.values() and stack and _BRACKETS[stack[-1][0]] == ch:
-                stack.pop()
-    return stack[-1] if stack else None
+                closed.add(stack.pop())
+        if open_there is None and lineno >= upto_line:
+            open_there = list(stack)
+    unclosed = [b for b in (open_there if open_there is not None else stack) if b not in closed]
+    return unclosed[-1] if unclosed else None
 
 
 def _char_at(text: str, line: int, col: int) -> str:

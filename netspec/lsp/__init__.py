@@ -3,12 +3,15 @@
 Every open document is checked as `netspec check` checks it: parsed with its imports (an open file's unsaved
 text read instead of the file on disk), each of its networks instantiated with its default arguments and
 analysed. Diagnostics are published per file: a mistake inside an imported block shows in the block's file
-(when it is open) and at the call in the file that instantiated it. Hover, definition and completion are thin
-handlers over the compiler's name binder (netspec.semantics.binder).
+(when it is open) and at the call in the file that instantiated it. Every other feature is a thin handler over
+that check and the compiler's name binder (netspec.semantics.binder).
 
 The package, one job a module: positions (offsets, LSP positions, paths), checking (one check of a document),
-diagnostics, hovers, completion, symbols (the outline), server (documents, the check queue, the handlers).
-Only pygls and lsprotocol are needed beyond `netspec check`'s own imports.
+walk (the chains and bodies of a syntax tree), diagnostics, hovers, completion, signatures (signature help),
+inlays (inlay hints: shapes and parameters), actions (code actions from the diagnostics' hints), references
+(references, rename, document highlight), tokens (semantic tokens, folding ranges), symbols (the outline,
+workspace symbols), server (documents, the check queue, the handlers). Only pygls and lsprotocol are needed
+beyond `netspec check`'s own imports.
 """
 
 from netspec.lsp.checking import DocumentAnalysis, check_document

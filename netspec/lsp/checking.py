@@ -2,11 +2,14 @@
 
 The check itself is the compiler's (`netspec.analysis.pipeline.analyse`, every network of the file, the open
 documents' unsaved texts read instead of the files); this adds what requests look things up by: the file's
-names and their bindings, the layers and block instances made at each span, and each file's text index.
+names and their bindings, the layers and block instances made at each span, and each file's text index. The
+indexes are made on first use (`index_all` makes them on the checking thread once the diagnostics are out), so
+a keystroke's diagnostics wait for the check only.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +39,45 @@ class DocumentAnalysis:
     sources: Sources
     trees: dict[str, ast.Module]
     index: TextIndex
-    names: FileNames = field(default_factory=FileNames)
     files: set[Path] = field(default_factory=set)  # every file read, resolved
-    nodes: dict[tuple, list[tuple[Graph, Node]]] = field(default_factory=dict)  # by span_key
-    scopes: dict[tuple, list[tuple[Graph, str]]] = field(default_factory=dict)  # block instances, by span_key
+    indexed: dict[str, object] = field(default_factory=dict)  # names, nodes, scopes: made on first use
+    lock: threading.Lock = field(default_factory=threading.Lock)
     indexes: dict[str, TextIndex] = field(default_factory=dict)
     totals: dict[int, dict[str, tuple]] = field(default_factory=dict)  # per graph: scope -> its sums
+    bound: dict[str, FileNames] = field(default_factory=dict)  # the names of the files it read, bound on use
+
+    @property
+    def names(self) -> FileNames:
+        """The file's names and their bindings (the compiler's binder)."""
+        return self.index_all()["names"]
+
+    @property
+    def nodes(self) -> dict[tuple, list[tuple[Graph, Node]]]:
+        """The layers made at each span, by span_key."""
+        return self.index_all()["nodes"]
+
+    @property
+    def scopes(self) -> dict[tuple, list[tuple[Graph, str]]]:
+        """The block instances and groups made at each span, by span_key."""
+        return self.index_all()["scopes"]
+
+    def index_all(self) -> dict[str, object]:
+        """Bind the file's names and index the graphs' layers and scopes by span, once (from any thread)."""
+        with self.lock:
+            if not self.indexed:
+                nodes: dict[tuple, list] = {}
+                scopes: dict[tuple, list] = {}
+                for graph in self.graphs:
+                    for node in graph.nodes:
+                        if node.span is not None:
+                            nodes.setdefault(span_key(node.span), []).append((graph, node))
+                    for scope in graph.scopes.values():
+                        if scope.span is not None:
+                            scopes.setdefault(span_key(scope.span), []).append((graph, scope.path))
+                names = bind_names(self.name, self.index, self.module, self.trees) if self.module is not None \
+                    else FileNames()
+                self.indexed.update(names=names, nodes=nodes, scopes=scopes)
+        return self.indexed
 
     def scope_totals(self, graph: Graph) -> dict[str, tuple]:
         """Each scope's parameters, MACs and last layer, summed in one pass over the graph (on first use)."""
@@ -67,6 +103,17 @@ class DocumentAnalysis:
             self.indexes[name] = TextIndex(text)
         return self.indexes[name]
 
+    def names_of(self, name: str) -> FileNames | None:
+        """The names of a file this check read (its own, or one it imports), bound on first use."""
+        if name == self.name:
+            return self.names if self.module is not None else None
+        if name not in self.bound:
+            tree, index = self.trees.get(name), self.text_index(name)
+            if tree is None or index is None:
+                return None
+            self.bound[name] = bind_names(name, index, tree, self.trees)
+        return self.bound[name]
+
     def read_text_of(self, path: Path) -> str | None:
         """The text this check read for the file at (resolved) `path`, if it read it."""
         return self.sources.texts.get(next((name for name in self.sources.texts if resolved(name) == path), ""))
@@ -80,13 +127,4 @@ def check_document(uri: str, path: Path, text: str, version: int | None,
     analysis = DocumentAnalysis(uri, path, name, version, text, found.trees.get(name), found.program, found.graphs,
                                 found.diagnostics, found.sources, found.trees, TextIndex(text))
     analysis.files = {resolved(f) for f in found.sources.texts}
-    for graph in found.graphs:
-        for node in graph.nodes:
-            if node.span is not None:
-                analysis.nodes.setdefault(span_key(node.span), []).append((graph, node))
-        for scope in graph.scopes.values():
-            if scope.span is not None:
-                analysis.scopes.setdefault(span_key(scope.span), []).append((graph, scope.path))
-    if analysis.module is not None:
-        analysis.names = bind_names(name, analysis.index, analysis.module, found.trees)
     return analysis

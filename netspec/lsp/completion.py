@@ -77,6 +77,18 @@ def call_context(text: str, offset: int) -> tuple[str, set[str], int] | str | No
     """The call whose parentheses hold `offset`, the argument names given it so far and how many arguments
     came by position; None outside any call; "" in a comment or a string. Read from the text, so it works
     while the text does not parse."""
+    found = open_call(text, offset)
+    if not isinstance(found, tuple):
+        return found
+    callee, start = found
+    arguments = top_level_parts(text[start + 1:min(offset, len(text))])[:-1]  # the last is the one being typed
+    given = {m.group(1) for m in map(_KEYWORD_ARGUMENT.match, arguments) if m}
+    return callee, given, sum(1 for a in arguments if not _KEYWORD_ARGUMENT.match(a))
+
+
+def open_call(text: str, offset: int) -> tuple[str, int] | str | None:
+    """The callee of the call whose parentheses hold `offset` and the offset of its "("; None outside any
+    call; "" in a comment or a string."""
     opened: list[tuple[str, int]] = []
     i, end = 0, min(offset, len(text))
     while (found := _BRACKETS_QUOTES_COMMENTS.search(text, i, end)) is not None:
@@ -106,9 +118,7 @@ def call_context(text: str, offset: int) -> tuple[str, set[str], int] | str | No
     before = _NAME_REVERSED.match(text[start - 1::-1] if start else "")
     if before is None:
         return None
-    arguments = top_level_parts(text[start + 1:end])[:-1]  # the last is the one being typed
-    given = {m.group(1) for m in map(_KEYWORD_ARGUMENT.match, arguments) if m}
-    return before.group(1)[::-1], given, sum(1 for a in arguments if not _KEYWORD_ARGUMENT.match(a))
+    return before.group(1)[::-1], start
 
 
 def top_level_parts(text: str) -> list[str]:

@@ -7,6 +7,9 @@ A mistake in another file is placed at the outermost call in this file that led 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 
@@ -16,10 +19,10 @@ from netspec.lsp.checking import DocumentAnalysis
 from netspec.lsp.positions import TextIndex, resolved, short_location, span_key
 
 
-def file_diagnostics(own: DocumentAnalysis, latest: dict[str, DocumentAnalysis],
-                     encoding: str) -> list[lsp.Diagnostic]:
+def file_diagnostics(own: DocumentAnalysis, latest: dict[str, DocumentAnalysis], encoding: str,
+                     root: Path | None = None) -> list[lsp.Diagnostic]:
     """The diagnostics of `own`'s file, from its check and from the `latest` checks of the other open
-    documents that read the same text of it."""
+    documents that read the same text of it; paths inside the workspace `root` shown relative to it."""
     path = resolved(own.name)
     found: dict[tuple, lsp.Diagnostic] = {}
     for analysis in [own] + [a for u, a in latest.items() if u != own.uri]:
@@ -28,24 +31,31 @@ def file_diagnostics(own: DocumentAnalysis, latest: dict[str, DocumentAnalysis],
             continue
         for d in analysis.diagnostics:
             if d.span is not None and resolved(d.span.file) == path:
-                found.setdefault((d.code, span_key(d.span), d.message), convert(d, own.index, encoding))
+                found.setdefault((d.code, span_key(d.span), d.message), convert(d, own.index, encoding, root=root))
             elif analysis is own:
-                converted = elsewhere(d, own, encoding)
+                converted = elsewhere(d, own, encoding, root)
                 found.setdefault((d.code, d.span and span_key(d.span), d.message), converted)
     return list(found.values())
 
 
+def relative(text: str, root: Path | None) -> str:
+    """`text` with the paths inside the workspace `root` written relative to it."""
+    return text.replace(str(root).rstrip(os.sep) + os.sep, "") if root is not None else text
+
+
 def convert(d: Diagnostic, index: TextIndex, encoding: str, message: str | None = None,
-            related: list | None = None) -> lsp.Diagnostic:
+            related: list | None = None, root: Path | None = None) -> lsp.Diagnostic:
     """A diagnostic of the file `index` holds, its notes and hint below its message."""
     start, end = index.span_offsets(d.span) if d.span is not None else (0, 0)
     text = message or d.message
     text += "".join(f"\nnote: {n}" for n in d.notes) + (f"\nhint: {d.hint}" if d.hint else "")
-    return lsp.Diagnostic(index.range(start, end, encoding), text, lsp.DiagnosticSeverity.Error, d.code,
+    text = relative(text, root)
+    severity = lsp.DiagnosticSeverity.Error if d.is_error else lsp.DiagnosticSeverity.Warning
+    return lsp.Diagnostic(index.range(start, end, encoding), text, severity, d.code,
                           source="netspec", related_information=related)
 
 
-def elsewhere(d: Diagnostic, own: DocumentAnalysis, encoding: str) -> lsp.Diagnostic:
+def elsewhere(d: Diagnostic, own: DocumentAnalysis, encoding: str, root: Path | None = None) -> lsp.Diagnostic:
     """A mistake in another file (or none), shown in this one: at the call that led to it, else at the
     import of its file, else at the top."""
     where: Span | None = None
@@ -72,4 +82,5 @@ def elsewhere(d: Diagnostic, own: DocumentAnalysis, encoding: str) -> lsp.Diagno
             related = [lsp.DiagnosticRelatedInformation(
                 lsp.Location(from_fs_path(str(resolved(d.span.file))), index.range(start, end, encoding)),
                 "the mistake is here")]
-    return convert(Diagnostic(d.code, message, where, d.hint, d.notes), own.index, encoding, message, related)
+    return convert(Diagnostic(d.code, message, where, d.hint, d.notes), own.index, encoding, message, related,
+                   root)

@@ -29,7 +29,7 @@ def network_call(graph: Graph) -> str:
 
 
 def numbers(shape, params: int | None, macs: int | None) -> str:
-    where = f"[{', '.join(map(str, shape))}]" if shape is not None else "shape unknown (see the errors)"
+    where = f"`[{', '.join(map(str, shape))}]`" if shape is not None else "shape unknown (see the errors)"
     return f"{where}, {params or 0:,} params, {macs or 0:,} MACs"
 
 
@@ -121,8 +121,8 @@ class Hovers:
                     params = sum(n.params or 0 for n in graph.nodes)
                     macs = sum(n.macs or 0 for n in graph.nodes)
                     output = graph.node(graph.output).shape if graph.output else None
-                    return (f"\n\n{network_call(graph)}: input {shape_text(graph.input_shape)}, output "
-                            f"{shape_text(output) if output else 'unknown'}, {params:,} params, {macs:,} MACs")
+                    return (f"\n\n{network_call(graph)}: input `{shape_text(graph.input_shape)}`, output "
+                            f"{f'`{shape_text(output)}`' if output else 'unknown'}, {params:,} params, {macs:,} MACs")
         return ""
 
     def binding(self, binding: Binding) -> str:
@@ -135,7 +135,9 @@ class Hovers:
             return f"`{binding.name}`: parameter of {binding.owner}{default} ({where})"
         if binding.kind == "let":
             value = ""
-            if self.a.program is not None and binding.name in self.a.program.root.lets:
+            if binding.owner:  # a body's own: its expression, evaluated per instance
+                value = f" = `{source_text(self.a, node.value)}` in {binding.owner}"
+            elif self.a.program is not None and binding.name in self.a.program.root.lets:
                 value = f" = `{show(self.a.program.root.lets[binding.name], 80)}`"
             return f"`{binding.name}`: let{value} ({where})"
         if binding.kind == "loop variable":
@@ -144,6 +146,8 @@ class Hovers:
             return f"`{binding.name}`: the input of {binding.owner} ({where})"
         if binding.kind == "value":
             return f"`{binding.name}`: the value bound at {where}"
+        if binding.kind == "input size":
+            return f"`{binding.name}`: a size of the input of {binding.owner}, read from what reaches it ({where})"
         layer = self.layer(node, node.core if not isinstance(node.core, ast.Spread) else node.core.call)
         return f"`{binding.name}`: the layer labelled at {where}" + (f"\n\n{layer}" if layer else "")
 

@@ -64,3 +64,27 @@ def document_symbols(analysis: DocumentAnalysis, text: str, encoding: str) -> li
         elif isinstance(item, ast.Let):
             out.append(symbol(item.name, lsp.SymbolKind.Constant, item.span, "let", []))
     return [s for s in out if s]
+
+
+def matches(query: str, name: str) -> bool:
+    """`query`'s characters appear in `name` in order, whatever their case (`rb` finds `ResBlock`)."""
+    at = 0
+    lowered = name.lower()
+    for c in query.lower():
+        at = lowered.find(c, at) + 1
+        if at == 0:
+            return False
+    return True
+
+
+def definitions(module: ast.Module) -> list[tuple[str, lsp.SymbolKind, Span]]:
+    """A file's blocks, networks, lets and train recipes: (name, kind, span)."""
+    out = []
+    for item in module.items:
+        if isinstance(item, ast.Block):
+            out.append((item.name, lsp.SymbolKind.Class if item.is_network else lsp.SymbolKind.Function, item.span))
+        elif isinstance(item, ast.NetworkAlias):
+            out.append((item.name, lsp.SymbolKind.Class, item.span))
+        elif isinstance(item, ast.Let):
+            out.append((item.name, lsp.SymbolKind.Constant, item.span))
+    return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from netspec.ops.base import Op, OpArgs, TorchLayer, register
+from typing import Literal
+
+from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, expect_rank, fail, register
+from netspec.ops.norm import divisors, expect_vector_or_map
 
 
 class Activation(Op):
@@ -70,13 +73,54 @@ class Gelu(Activation):
         return TorchLayer("GELU", {"approximate": "tanh" if args.approximate else "none"})
 
 
+class SoftmaxArgs(OpArgs):
+    # "channels" is dimension 1, as before `axis` existed: a map's channels, a vector's features, the capsules of
+    # [N, D]; "positions" is every position of each channel at once (a spatial softmax).
+    axis: Literal["channels", "height", "width", "positions"] = "channels"
+    groups: PositiveInt = 1
+    radix: PositiveInt | None = None
+
+
 @register
 class Softmax(Activation):
     name = "softmax"
-    summary = "normalised exponentials over the channel (or feature) dimension"
+    Args = SoftmaxArgs
+    summary = ('normalised exponentials over the channels (or axis="height", "width", "positions"); groups=g within '
+               'each of g channel groups; radix=r across r splits of each group, as ResNeSt\'s rSoftMax')
 
-    def torch(self, args, inputs, output):
-        return TorchLayer("Softmax", {"dim": 1})
+    def shape(self, args: SoftmaxArgs, inputs):
+        shape = inputs[0]
+        if args.axis != "channels":
+            expect_rank(f'softmax(axis="{args.axis}")', shape, 3)
+        if args.groups == 1 and args.radix is None:
+            return shape
+        if args.axis != "channels":
+            raise fail("NS203", f'softmax(axis="{args.axis}") takes no groups or radix: they split the channels',
+                       'leave axis="channels" (the default) to softmax within groups of channels')
+        expect_vector_or_map("softmax with groups or radix", shape)
+        channels = shape[0]
+        if channels % args.groups:
+            nearest = min(divisors(channels), key=lambda d: (abs(d - args.groups), d))
+            raise fail("NS203", f"softmax groups={args.groups} must divide the {channels} channels of its input",
+                       f"use a divisor of {channels}, e.g. groups={nearest}")
+        if args.radix is not None:
+            per_group = channels // args.groups
+            if args.radix == 1:
+                raise fail("NS203", "softmax(radix=1) is 1 everywhere: a softmax across a single split",
+                           "ResNeSt's rSoftMax applies sigmoid() when the radix is 1")
+            if per_group % args.radix:
+                raise fail("NS203", f"softmax radix={args.radix} must divide the {per_group} channels of each of its "
+                                    f"{args.groups} group{'s' if args.groups > 1 else ''}",
+                           f"each group holds radix splits of equal size: {channels} channels need groups x radix "
+                           f"to divide {channels}")
+        return shape
+
+    def torch(self, args: SoftmaxArgs, inputs, output):
+        if args.groups > 1 or args.radix is not None:
+            return TorchLayer("GroupSoftmax", {"groups": args.groups, "radix": args.radix})
+        if args.axis == "positions":
+            return TorchLayer("PositionSoftmax")
+        return TorchLayer("Softmax", {"dim": {"channels": 1, "height": 2, "width": 3}[args.axis]})
 
 
 @register

@@ -46,7 +46,8 @@ class TorchLayer:
 
 @dataclass(frozen=True)
 class TorchFunction:
-    """A parameter-free op the backend emits as a function call: "add", "mul", "cat" or "flatten"."""
+    """A parameter-free op the backend emits as a function call: "add", "mul", "sub", "div" (as Python's
+    operators), "cat" or "flatten"."""
 
     fn: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -56,10 +57,16 @@ class TorchFunction:
 class TorchParameter:
     """A learnt tensor that multiplies the input (broadcasting), filled with `init` at the start. The backend
     registers it as a bare parameter named by the layer's label on the enclosing module, where torchvision
-    keeps such scales (ConvNeXt's `features.1.0.layer_scale`), rather than as a submodule's `.weight`."""
+    keeps such scales (ConvNeXt's `features.1.0.layer_scale`), rather than as a submodule's `.weight`.
+
+    `combine` says how it meets the input: "mul" (`x * p`), "add" (`x + p`: ViT's position embedding) or
+    "prepend" (`torch.cat([p.expand(batch, -1, -1), x], dim=1)`: ViT's class token, a [1, 1, D] parameter put in
+    front of the tokens). `std` > 0 draws it from a normal distribution of mean `init` and that deviation."""
 
     shape: tuple[int, ...]
     init: float
+    combine: Literal["mul", "add", "prepend"] = "mul"
+    std: float = 0.0
 
 
 class OpArgs(BaseModel):

@@ -34,10 +34,13 @@ class Linear(Op):
     name = "linear"
     Args = LinearArgs
     positional = ("out_features",)
-    summary = 'fully connected layer; over="channels" applies it at every position of a feature map'
+    summary = ('fully connected layer; over="channels" applies it at every position of a feature map; on tokens '
+               '[N, D], to each token: [N, D] -> [N, out_features]')
 
     def shape(self, args, inputs):
         shape = inputs[0]
+        if len(shape) == 2 and args.over == "features":  # tokens: the same layer on each, as nn.Linear on [B, N, D]
+            return (shape[0], args.out_features)
         if args.over == "channels":
             if len(shape) != 3:
                 raise fail("NS305", f'linear(over="channels") expects a feature map [C, H, W], got {fmt(shape)}',
@@ -51,17 +54,24 @@ class Linear(Op):
         return (args.out_features,)
 
     def params(self, args, inputs, output):
-        return inputs[0][0] * args.out_features + (args.out_features if args.bias else 0)
+        return in_features(inputs[0]) * args.out_features + (args.out_features if args.bias else 0)
 
     def macs(self, args, inputs, output):
         if args.over == "channels":  # weights x positions, the bias left out as for convolutions
             return inputs[0][0] * args.out_features * output[1] * output[2]
+        if len(inputs[0]) == 2:  # weights x tokens, the bias left out likewise
+            return inputs[0][1] * args.out_features * inputs[0][0]
         return self.params(args, inputs, output)
 
     def torch(self, args, inputs, output):
         cls = "ChannelLinear" if args.over == "channels" else "Linear"
-        return TorchLayer(cls, dict(in_features=inputs[0][0], out_features=args.out_features, bias=args.bias),
+        return TorchLayer(cls, dict(in_features=in_features(inputs[0]), out_features=args.out_features, bias=args.bias),
                           args.init)
+
+
+def in_features(shape) -> int:
+    """What a linear layer multiplies: a token's D numbers of [N, D], else the features or channels."""
+    return shape[-1] if len(shape) == 2 else shape[0]
 
 
 class DropoutArgs(OpArgs):

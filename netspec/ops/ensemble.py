@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from netspec.ops.base import Op, OpArgs, TorchLayer, fail, fmt, register
+from netspec.ops.merge import something_to_join
 
 
 class EnsembleArgs(OpArgs):
@@ -23,6 +24,7 @@ class Ensemble(Op):
                "softmax probabilities, or merge=\"logit_mean\"; weights=[...] for a weighted mean")
 
     def shape(self, args, inputs):
+        something_to_join(self.name, inputs)
         first = inputs[0]
         for shape in inputs[1:]:
             if shape != first:

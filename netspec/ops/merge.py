@@ -1,4 +1,4 @@
-"""Ops that join values: add (identity, broadcast or projected), mul, concat, and scale."""
+"""Ops that join values: add (identity, broadcast or projected), mul, sub, div, concat, and scale."""
 
 from __future__ import annotations
 
@@ -58,6 +58,13 @@ def projections(args: AddArgs, inputs) -> list[tuple[tuple[int, ...], int, int]]
     return found
 
 
+def something_to_join(name: str, inputs) -> None:
+    """`add()` joins nothing: an identity that reads as a merge, refused so that it is not mistaken for one."""
+    if len(inputs) < 2:
+        raise fail("NS204", f"{name} needs the names of the values it joins with the current one",
+                   f"name them: `{name}(y)`, with `y = ...` bound before")
+
+
 @register
 class Add(Op):
     name = "add"
@@ -67,6 +74,7 @@ class Add(Op):
                "adds 1x1 conv shortcuts")
 
     def shape(self, args, inputs):
+        something_to_join(self.name, inputs)
         if args.project is False:
             return broadcast("add", inputs, "add needs operands of one shape",
                              'project the shortcut onto the other branch with add(..., project="auto")')
@@ -95,18 +103,41 @@ class Add(Op):
                                                batchnorm=args.project_bn))
 
 
-@register
-class Mul(Op):
-    name = "mul"
+class Arithmetic(Op):
+    """An element-wise operator between the current value and the named ones, left to right (`a - b - c` is
+    (a - b) - c), broadcast as `add` broadcasts: parameter-free, 0 MACs."""
+
     inputs = None
+    fn: str  # the TorchFunction: the Python operator the generated forward writes
+
+    def shape(self, args, inputs):
+        something_to_join(self.name, inputs)
+        return broadcast(self.name, inputs, f"{self.name} needs operands whose sizes are equal or 1")
+
+    def torch(self, args, inputs, output):
+        return TorchFunction(self.fn)
+
+
+@register
+class Mul(Arithmetic):
+    name = "mul"
+    fn = "mul"
     summary = ("element-wise product of the current value and the named ones; sizes of 1 broadcast "
                "(a [C, 1, 1] gate scales channels, as in squeeze-and-excitation)")
 
-    def shape(self, args, inputs):
-        return broadcast("mul", inputs, "mul needs operands whose sizes are equal or 1")
 
-    def torch(self, args, inputs, output):
-        return TorchFunction("mul")
+@register
+class Sub(Arithmetic):
+    name = "sub"
+    fn = "sub"
+    summary = "element-wise difference: the current value minus the named ones, in order; sizes of 1 broadcast"
+
+
+@register
+class Div(Arithmetic):
+    name = "div"
+    fn = "div"
+    summary = "element-wise quotient: the current value divided by the named ones, in order; sizes of 1 broadcast"
 
 
 AXES = {"channels": 0, "height": 1, "width": 2}
@@ -124,6 +155,7 @@ class Concat(Op):
     summary = "joins the current value and the named ones along channels (or height or width, with axis)"
 
     def shape(self, args, inputs):
+        something_to_join(self.name, inputs)
         first = inputs[0]
         axis = AXES[args.axis]
         if args.axis != "channels":

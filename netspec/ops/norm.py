@@ -78,19 +78,27 @@ class LayerNormArgs(OpArgs):
 class LayerNorm(Op):
     name = "layernorm"
     Args = LayerNormArgs
-    summary = "layer normalisation over a vector's features, or over the channels at each position of a map"
+    summary = ("layer normalisation over a vector's features, over the channels at each position of a map, or over "
+               "each token's numbers (tokens [N, D])")
 
     def shape(self, args, inputs):
-        expect_vector_or_map(self.name, inputs[0])
+        if len(inputs[0]) != 2:  # tokens [N, D] are normalised token by token, as nn.LayerNorm(D)
+            expect_vector_or_map(self.name, inputs[0])
         return inputs[0]
 
     def params(self, args, inputs, output):
-        return 2 * inputs[0][0] if args.affine else 0
+        return 2 * normalised(inputs[0]) if args.affine else 0
 
     def torch(self, args, inputs, output):
         # torchvision's ConvNeXt LayerNorm2d for maps: an nn.LayerNorm over channels, so the same state_dict
         cls = "LayerNorm2d" if len(inputs[0]) == 3 else "LayerNorm"
-        return TorchLayer(cls, dict(normalized_shape=inputs[0][0], eps=args.eps, elementwise_affine=args.affine))
+        return TorchLayer(cls, dict(normalized_shape=normalised(inputs[0]), eps=args.eps,
+                                    elementwise_affine=args.affine))
+
+
+def normalised(shape: Shape) -> int:
+    """The numbers a layer norm normalises together: a token's D of [N, D], else the features or channels."""
+    return shape[-1] if len(shape) == 2 else shape[0]
 
 
 def divisors(n: int) -> list[int]:

@@ -1,11 +1,12 @@
-"""Ops that rearrange or summarise values without parameters: reshape, channel chunks and shuffles, reductions."""
+"""Ops that rearrange or summarise values without parameters: reshape, channel chunks and shuffles, reductions and
+the p-norm."""
 
 from __future__ import annotations
 
 from math import prod
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from netspec.ops.base import NonNegativeInt, Op, OpArgs, PositiveInt, TorchLayer, expect_rank, fail, fmt, register
 
@@ -133,3 +134,29 @@ class ReduceSum(Reduce):
     name = "reduce_sum"
     reduction = "sum"
     summary = "sum over=\"positions\" ([C, H, W] -> [C, 1, 1]) or over=\"channels\" (-> [1, H, W])"
+
+
+class PNormArgs(OpArgs):
+    p: Annotated[int | float, Field(gt=0, allow_inf_nan=False)] = 2
+    over: Literal["channels", "positions"] = "positions"
+
+
+@register
+class PNorm(Op):
+    name = "pnorm"
+    Args = PNormArgs
+    positional = ("p", "over")
+    summary = ("the p-norm (sum |x|^p)^(1/p), over=\"positions\" ([C, H, W] -> [C, 1, 1]) or over=\"channels\" "
+               "(-> [1, H, W]); torch.linalg.vector_norm")
+
+    def shape(self, args: PNormArgs, inputs):
+        expect_rank(self.name, inputs[0], 3)
+        c, h, w = inputs[0]
+        return (1, h, w) if args.over == "channels" else (c, 1, 1)
+
+    def macs(self, args: PNormArgs, inputs, output):
+        # One per input number: |x|^p accumulated (for p = 2, x * x, a multiply-accumulate); the root is not one.
+        return inputs[0][0] * inputs[0][1] * inputs[0][2]
+
+    def torch(self, args: PNormArgs, inputs, output):
+        return TorchLayer("PNorm", {"p": args.p, "dims": (1,) if args.over == "channels" else (2, 3)})

@@ -235,17 +235,42 @@ class Binder:
     def body(self, statements: list, scope: NameScope) -> None:
         for stmt in statements:
             if isinstance(stmt, ast.Input):
-                if stmt.shape is not None:
+                if isinstance(stmt.shape, ast.ListExpr):  # `[c, h, w]`: a name not bound yet is bound here
+                    for item in stmt.shape.items:
+                        if isinstance(item, ast.Name) and scope.param(item.id) is None \
+                                and item.id not in self.found.blocks:
+                            size = Binding(item.id, "input size", self.file_name, item.span, True, self.owner, stmt)
+                            self.add(item.span, "name", item, size)
+                            scope.params[item.id] = size
+                        else:
+                            self.expr(item, scope)
+                elif stmt.shape is not None:
                     self.expr(stmt.shape, scope)
                 binding = Binding(stmt.name, "input", self.file_name, stmt.span, False, self.owner, stmt)
                 self.add(stmt.span, "input", stmt, binding, name=stmt.name)
                 scope.values.setdefault(stmt.name, binding)
             elif isinstance(stmt, ast.Assign):
                 self.chain(stmt.chain, scope)
-                where = _name_span(stmt.span, stmt.target)
-                binding = Binding(stmt.target, "value", self.file_name, where, True, self.owner, stmt)
-                self.add(where, "name", stmt, binding)
-                scope.values.setdefault(stmt.target, binding)
+                for n, target in enumerate(stmt.targets):
+                    if n == 0:
+                        where = _name_span(stmt.span, target)
+                        binding = Binding(target, "value", self.file_name, where, True, self.owner, stmt)
+                        self.add(where, "name", stmt, binding)
+                    else:  # `hi, lo = ...`: found by its word in the statement
+                        binding = Binding(target, "value", self.file_name, stmt.span, False, self.owner, stmt)
+                        self.add(stmt.span, "name", stmt, binding, name=target)
+                    scope.values.setdefault(target, binding)
+            elif isinstance(stmt, ast.Let):
+                self.expr(stmt.value, scope)
+                binding = Binding(stmt.name, "let", self.file_name, stmt.span, False, self.owner, stmt)
+                self.add(stmt.span, "name", stmt, binding, name=stmt.name)
+                scope.params.setdefault(stmt.name, binding)
+            elif isinstance(stmt, ast.Export):
+                for name in stmt.names:
+                    binding = scope.values.get(name)
+                    self.add(stmt.span, "ref", stmt, binding, name=name)
+                    if binding is not None and scope.parent is not None and not scope.block:
+                        scope.parent.values.setdefault(name, binding)
             elif isinstance(stmt, ast.For):
                 self.expr(stmt.values, scope)
                 inner = NameScope(scope)
@@ -296,6 +321,9 @@ class Binder:
         merge = call.callee in OPS and OPS[call.callee].inputs is None
         for arg in call.args:
             if merge and arg.name is None and isinstance(arg.value, ast.Name):  # `add(x)`: a value's name
+                self.add(arg.value.span, "ref", arg.value, scope.value(arg.value.id))
+            elif (arg.name is not None and isinstance(arg.value, ast.Name) and scope.param(arg.value.id) is None
+                  and scope.value(arg.value.id) is not None):  # a block's further input: `Up(64, skip=enc4)`
                 self.add(arg.value.span, "ref", arg.value, scope.value(arg.value.id))
             else:
                 self.expr(arg.value, scope)

@@ -17,21 +17,22 @@ from pydantic import ValidationError
 
 from netspec.language import ast
 from netspec.ground.errors import Diagnostic, NetspecError, Related, Span, did_you_mean
-from netspec.language.evaluate import Symbol, evaluate, handed_on, show, step_limit
-from netspec.ir import Graph, Node, Scope, ShapeCheck
+from netspec.language.evaluate import POISONED, Symbol, evaluate, handed_on, show, step_limit
+from netspec.ir import Graph, Node, Scope
 from netspec.ops import OPS
-from netspec.ops.base import signature
+from netspec.ops.base import fmt, signature
 from netspec.semantics.binder import NameScope
 from netspec.semantics.program import Definitions, Program, select_network
 from netspec.semantics.recipe import recipe_from_section
 from netspec.semantics.reserved import reserved
+from netspec.semantics.shapes import infer_node
 
 
 # Instantiation ---------------------------------------------------------------
 
 _POISON = None  # the value of anything whose definition had an error; its users stay silent
 
-_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9][A-Za-z0-9_-]*)*")  # dots: module paths, convs.0
 
 @dataclass
 class Frame:
@@ -47,6 +48,9 @@ class Frame:
     stack: tuple[str, ...]  # block names being instantiated, to catch recursion
     parent: Frame | None = None  # groups see their enclosing names
     value_spans: dict[str, Span] = field(default_factory=dict)
+    kind: str = "block"  # "block" (a network or block instance), "group" or "loop" (one pass of a for loop)
+    tensors: dict[str, Any] = field(default_factory=dict)  # a block instance's further inputs, by name
+    outputs: list[str] | None = None  # a block's `output` statement: its values, the main one first
 
     def __post_init__(self):
         enclosing = self.parent.names if self.parent is not None else NameScope(params=self.defs.lets)
@@ -105,9 +109,14 @@ class Lowering:
         self.nodes: list[Node] = []
         self.node_spans: dict[str, Span] = {}
         self.scopes: dict[str, Scope] = {}
-        self.checks: list[ShapeCheck] = []
         self.errors: list[Diagnostic] = []
         self.reported: set[tuple] = set()
+        self.shapes: dict[str, tuple[int, ...]] = {}  # each layer's output shape, as it is made
+        self.symbol_frames: dict[Span | None, Frame] = {}  # where each bare word was written
+        self.block_outputs: tuple[Any, list[str]] | None = None  # the last block instance's main value and outputs
+        # Labels on a chain's first layer when the chain goes on: reading one by name is refused
+        # (`enc2: maxpool(2) -> DoubleConv(64)` then `concat(enc2)`)
+        self.early_labels: dict[str, tuple[str, Span, ast.Chain, int]] = {}
         self.input_name: str | None = None
         self.input_shape: tuple[int, ...] | None = None
         self.validated: dict[tuple, Any] = {}
@@ -115,17 +124,20 @@ class Lowering:
         self.calls: list[tuple[str, Span | None]] = []  # the block instances being lowered, outermost first
         self.output_names: list[str] = []  # the same, as the statement names them
 
-    def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
-        self._report([Diagnostic(code, message, span, hint, tuple(notes))])
+    def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=(),
+              calls: bool = True) -> None:
+        self._report([Diagnostic(code, message, span, hint, tuple(notes))], calls)
 
-    def _report(self, diagnostics: list[Diagnostic]) -> None:
+    def _report(self, diagnostics: list[Diagnostic], with_calls: bool = True) -> None:
         """Once per place: a mistake inside a block repeated 1,000 times is one mistake, reported with the
         calls that led to its first instance."""
         for d in diagnostics:
             key = (d.code, d.span, d.message)
             if key not in self.reported:
                 self.reported.add(key)
-                calls = [(block, span) for block, span in reversed(self.calls) if span is not None and span != d.span]
+                # innermost first, each call site once (a recursive block's calls repeat one site)
+                calls = list(dict.fromkeys((block, span) for block, span in reversed(self.calls)
+                                           if span is not None and span != d.span)) if with_calls else []
                 if calls:
                     notes = tuple(f"in block {block} called at {span}" for block, span in calls)
                     related = tuple(Related(span, f"in block {block} called here") for block, span in calls)
@@ -141,6 +153,7 @@ class Lowering:
             self.error("NS203", f"'{name}' cannot name a network: it is a Python keyword", item.span)
         frame = Frame(defs, "", [0], {}, (), (name,))
         self._bind_network_params(item, overrides, frame)
+        arguments = dict(frame.params)  # before the body's lets join them
         if isinstance(item, ast.NetworkAlias):
             output = self._run_step(item.step, frame, _NO_INPUT, root_alias=True)
         else:
@@ -157,11 +170,10 @@ class Lowering:
             aux_outputs, output_names = [], []
         recipe, mistakes = recipe_from_section(defs.trains.get(name), defs.lets)
         self.errors.extend(mistakes)
-        return Graph(name=name, file=defs.file, arguments=frame.params, input=self.input_name or "",
+        return Graph(name=name, file=defs.file, arguments=arguments, input=self.input_name or "",
                      input_shape=self.input_shape or (), output=output, aux_outputs=aux_outputs,
                      output_names=output_names, nodes=self.nodes,
-                     scopes=self.scopes,
-                     checks=self.checks, recipe=recipe, diagnostics=self.errors)
+                     scopes=self.scopes, recipe=recipe, diagnostics=self.errors)
 
     def _bind_network_params(self, item, overrides: dict[str, Any], frame: Frame) -> None:
         declared = {p.name for p in item.params}
@@ -183,24 +195,77 @@ class Lowering:
 
     def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None,
                   loop: bool = False) -> Any:
+        inputs = leading_inputs(body)
         for position, stmt in enumerate(body):
             if isinstance(stmt, ast.Input):
-                if position != 0 or owner is None:
-                    self.error("NS203", "`input` must be the first statement of a block or network", stmt.span)
+                if position >= inputs or owner is None:
+                    self.error("NS203", "`input` statements come first in a block or network", stmt.span,
+                                "declare every input at the top of the body, the main one first")
                     continue
-                current = self._declare_input(stmt, frame, current, owner)
+                if position == 0:
+                    current = self._declare_input(stmt, frame, current, owner)
+                else:
+                    self._declare_further_input(stmt, frame, owner)
             elif isinstance(stmt, ast.Assign):
                 current = self._run_chain(stmt.chain, frame, current)
-                self._bind(frame, stmt.target, current, stmt.span)
+                self._bind_assignment(stmt, frame, current)
             elif isinstance(stmt, ast.For):
                 current = self._run_for(stmt, frame, current)
             elif isinstance(stmt, ast.Output):
                 self._declare_outputs(stmt, frame, owner, position == len(body) - 1)
+            elif isinstance(stmt, ast.Let):
+                self._let(stmt, frame)
+            elif isinstance(stmt, ast.Export):
+                self._export(stmt, frame)
             else:
                 current = self._run_chain(stmt, frame, current)
         if current is _NO_INPUT and not loop:
             return _POISON
         return current
+
+    def _let(self, stmt: ast.Let, frame: Frame) -> None:
+        """`let hidden = c * t` in a body: a constant for the rest of the body and what it contains."""
+        if stmt.name in frame.params:
+            self.error("NS206", f"'{stmt.name}' is already bound in this body", stmt.span,
+                       "choose another name for the let")
+            return
+        value = self._eval(frame, stmt.value)
+        frame.params[stmt.name] = POISONED if value is _POISON else value
+
+    def _export(self, stmt: ast.Export, frame: Frame) -> None:
+        if frame.kind != "group" or frame.parent is None:
+            self.error("NS203", "`export` belongs in a group: it makes names bound inside `{ ... }` readable after it",
+                       stmt.span, "a block gives values out with `output a, b`; a network's names are all readable")
+            return
+        for name in stmt.names:
+            if name not in frame.values:
+                self.error("NS205", f"'{name}' is not bound in this group, so it cannot be exported", stmt.span,
+                           did_you_mean(name, frame.values) or self._names_hint(frame))
+                continue
+            self._bind(frame.parent, name, frame.values[name], stmt.span)
+
+    def _bind_assignment(self, stmt: ast.Assign, frame: Frame, current) -> None:
+        if not stmt.more:
+            self._bind(frame, stmt.target, current, stmt.span)
+            return
+        targets = stmt.targets
+        last = stmt.chain.steps[-1].core
+        outputs = self.block_outputs[1] if self.block_outputs and self.block_outputs[0] == current else None
+        if current is _POISON:
+            values = [_POISON] * len(targets)
+        elif outputs is None or isinstance(last, ast.Ref):
+            self.error("NS203", f"`{', '.join(targets)} = ...` binds {len(targets)} values, but the chain ends in "
+                                "a layer that gives one", stmt.chain.steps[-1].span,
+                       "end the chain with a block that lists its outputs (`output a, b`), or bind one name")
+            values = [_POISON] * len(targets)
+        elif len(outputs) != len(targets):
+            self.error("NS203", f"`{', '.join(targets)} = ...` binds {len(targets)} values, but the block gives "
+                                f"{len(outputs)}", stmt.span, f"bind {len(outputs)} names, one for each output")
+            values = [_POISON] * len(targets)
+        else:
+            values = outputs
+        for name, value in zip(targets, values):
+            self._bind(frame, name, value, stmt.span)
 
     def _run_for(self, stmt: ast.For, frame: Frame, current):
         values = self._eval(frame, stmt.values)
@@ -219,17 +284,19 @@ class Lowering:
             # One frame per pass: the loop variable and the names bound inside are the pass's own, while the
             # layers it makes are numbered and scoped as if written out in the enclosing body.
             iteration = Frame(frame.defs, frame.prefix, frame.counter, {stmt.name: value}, frame.scope, frame.stack,
-                              parent=frame)
+                              parent=frame, kind="loop")
             current = self._run_body(stmt.body, iteration, current, None, loop=True)
         return current
 
     def _declare_outputs(self, stmt: ast.Output, frame: Frame, owner, last: bool) -> None:
-        if owner is None or not owner.is_network or frame.stack[1:]:
-            self.error("NS203", "`output` declares a network's outputs: it belongs in a network's body", stmt.span,
-                       "a block returns its last value; list the network's outputs in the network itself")
+        if owner is None:
+            self.error("NS203", "`output` lists a block's or network's outputs: it belongs in its own body, not in "
+                                "a group or loop", stmt.span)
             return
-        if not last or self.declared_outputs is not None:
-            self.error("NS203", "`output` must be the last statement of the network", stmt.span)
+        nested = bool(frame.stack[1:])  # a block instance, or a network called from another
+        if not last or (not nested and self.declared_outputs is not None):
+            kind = "network" if owner.is_network else "block"
+            self.error("NS203", f"`output` must be the last statement of the {kind}", stmt.span)
             return
         names: list[str] = []
         for item in stmt.items:
@@ -246,10 +313,18 @@ class Lowering:
                 self.error("NS206", f"'{item.name}' is listed as an output twice", item.span)
                 return
             names.append(value)
-            self.output_names.append(item.name)
-        self.declared_outputs = names
+            if not nested:
+                self.output_names.append(item.name)
+        if nested:
+            frame.outputs = names
+        else:
+            self.declared_outputs = names
 
     def _declare_input(self, stmt: ast.Input, frame: Frame, current, owner: ast.Block):
+        if current is not _NO_INPUT:  # a block's: bind the sizes its shape names, check the rest
+            self._match_input_shape(stmt, frame, current, owner)
+            self._bind(frame, stmt.name, current, stmt.span)
+            return current
         shape = None
         if stmt.shape is not None:
             value = self._eval(frame, stmt.shape)
@@ -266,10 +341,64 @@ class Lowering:
             name = f"{frame.prefix}.{stmt.name}" if frame.prefix else stmt.name
             self._emit(name, "input", {"shape": shape}, [], stmt.span, frame)
             current = name
-        elif shape is not None and current is not _POISON:
-            self.checks.append(ShapeCheck(value=current, expected=shape, block=owner.name, span=stmt.span))
         self._bind(frame, stmt.name, current, stmt.span)
         return current
+
+    def _declare_further_input(self, stmt: ast.Input, frame: Frame, owner: ast.Block) -> None:
+        """A block's second, third... input: the value its caller passed by the input's name."""
+        if stmt.name not in frame.tensors:  # a network's, or a call that did not pass it (reported there)
+            if not frame.stack[1:]:
+                self.error("NS203", f"network '{owner.name}' takes one input; '{stmt.name}' is a second", stmt.span,
+                           "a network's input is its first statement; further tensors are for blocks")
+            self._bind(frame, stmt.name, _POISON, stmt.span)
+            return
+        value = frame.tensors[stmt.name]
+        self._match_input_shape(stmt, frame, value, owner)
+        self._bind(frame, stmt.name, value, stmt.span)
+
+    def _match_input_shape(self, stmt: ast.Input, frame: Frame, value, owner: ast.Block) -> None:
+        """`input x: [c, h, w]`: each name not bound yet is bound to that size of what the block receives; every
+        other item is an expression the size must equal (NS306)."""
+        if stmt.shape is None:
+            return
+        got = self.shapes.get(value) if value not in (_POISON, _NO_INPUT) else None
+        items = stmt.shape.items if isinstance(stmt.shape, ast.ListExpr) else None
+        if items is None:  # a whole expression, `input x: SHAPE`
+            expected = self._eval(frame, stmt.shape)
+            if expected is not _POISON and self._shape_value(expected, stmt.shape.span) is not None \
+                    and got is not None and tuple(expected) != got:
+                self._input_mismatch(stmt, owner, tuple(expected), got)
+            return
+        if got is not None and len(got) != len(items):
+            self.error("NS306", f"block '{owner.name}' declares a rank-{len(items)} input but receives {fmt(got)}",
+                       stmt.shape.span, "declare as many sizes as the value it receives has")
+            got = None
+        expected: list[Any] = []
+        for position, item in enumerate(items):
+            if isinstance(item, ast.Name) and item.id not in frame.params and self._unbound(frame, item.id):
+                size = got[position] if got is not None else POISONED
+                frame.params[item.id] = size
+                expected.append(size)
+                continue
+            size = self._eval(frame, item)
+            if size is _POISON:
+                return
+            expected.append(size)
+        if got is None:
+            return
+        if self._shape_value(expected, stmt.shape.span) is not None and tuple(expected) != got:
+            self._input_mismatch(stmt, owner, tuple(expected), got)
+
+    def _unbound(self, frame: Frame, name: str) -> bool:
+        try:
+            frame.lookup_param(name)
+            return False
+        except KeyError:
+            return True
+
+    def _input_mismatch(self, stmt: ast.Input, owner: ast.Block, expected: tuple, got: tuple) -> None:
+        self.error("NS306", f"block '{owner.name}' declares input {fmt(expected)} but receives {fmt(got)}",
+                   stmt.span, "change the declared shape, or the layers before the block")
 
     def _shape_value(self, value, span: Span) -> tuple[int, ...] | None:
         if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
@@ -293,9 +422,43 @@ class Lowering:
         frame.value_spans[name] = span
 
     def _run_chain(self, chain: ast.Chain, frame: Frame, current) -> Any:
-        for step in chain.steps:
+        layers = [i for i, step in enumerate(chain.steps) if not isinstance(step.core, ast.Ref)]
+        if len(layers) > 1:
+            self._refuse_ambiguous_modifiers(chain, layers)
+        for position, step in enumerate(chain.steps):
             current = self._run_step(step, frame, current)
+            # a label at the head of a chain that goes on reads as the chain's name; one in the middle does not
+            if step.label is not None and position == layers[0] < layers[-1] and current is not _POISON:
+                self.early_labels.setdefault(current, (step.label if isinstance(step.label, str) else "",
+                                                       step.label_span or step.span, chain, position))
         return current
+
+    def _refuse_ambiguous_modifiers(self, chain: ast.Chain, layers: list[int]) -> None:
+        """`a -> b -> c if cond` and `a -> b * 3` read as if the modifier took the whole chain; it would take only
+        the last layer. Both readings are refused, with the two ways to write what was meant (docs/language.md)."""
+        for position in layers:
+            step = chain.steps[position]
+            if isinstance(step.core, ast.Group):  # `{ a -> b } if c`: the braces say what the modifier takes
+                continue
+            for modifier, expr in (("if", step.condition), ("*", step.repeat)):
+                if expr is None:
+                    continue
+                layer = self._text(step.core.span)
+                whole = self._text(Span(chain.span.file, chain.span.line, chain.span.col, step.core.span.end_line,
+                                        step.core.span.end_col))
+                written = f"{modifier} {self._text(expr.span)}"
+                meaning = "is conditional" if modifier == "if" else "is repeated"
+                self.error("NS215", f"`{written}` here would take only {layer}, not the chain before it", expr.span,
+                           f"write `{{ {whole} }} {written}` if the whole chain {meaning}, or put "
+                           f"`{layer} {written}` on a line of its own if only {layer} {meaning}",
+                           notes=("a modifier on a chain of layers is ambiguous, so netspec refuses it",))
+
+    def _text(self, span: Span) -> str:
+        """The source text of a span on one line, as a message quotes it."""
+        line = self.program.sources.line(span.file, span.line) or ""
+        end = span.end_col - 1 if span.end_line == span.line else len(line)
+        text = line[span.col - 1:end].strip()
+        return text if len(text) <= 60 else text[:57] + "..."
 
     # steps --------------------------------------------------------------------
 
@@ -308,8 +471,9 @@ class Lowering:
                 return _POISON
             step = dataclasses.replace(step, label=label)
         if step.label is not None and not _LABEL.fullmatch(step.label):
-            self.error("NS203", f"'{step.label}' cannot name a layer: a label is letters, digits, '_' and '-'",
-                       step.label_span, "e.g. \"block1-0\" or \"denselayer{i + 1}\"")
+            self.error("NS203", f"'{step.label}' cannot name a layer: a label is letters, digits, '_' and '-', in "
+                                "parts joined by single dots, each part after a dot starting with a letter or digit",
+                       step.label_span, "e.g. \"block1-0\", \"denselayer{i + 1}\" or \"stage2.0.branches.1\"")
             return _POISON
         if step.label is not None and reserved(step.label):
             self.error("NS203", f"'{step.label}' cannot name a layer: {reserved(step.label)}", step.label_span,
@@ -393,7 +557,11 @@ class Lowering:
         if block is None:
             known = [n for n, op in OPS.items() if op.inputs != 0] + list(frame.defs.blocks)
             hint = did_you_mean(callee, known) or "see `netspec ops` for the layers netspec knows"
-            self.error("NS201", f"unknown layer or block '{callee}'", call.callee_span, hint)
+            tensors = [arg.value.id for arg in call.args if isinstance(arg.value, ast.Name)
+                       and self._is_tensor(frame, Symbol(arg.value.id))]
+            notes = (f"'{tensors[0]}' is a tensor: a layer or block is not called on its input as in Keras; the "
+                     f"chain passes it: `{tensors[0]} -> {callee}(...)`",) if tensors else ()
+            self.error("NS201", f"unknown layer or block '{callee}'", call.callee_span, hint, notes)
             for arg in call.args:  # still report mistakes inside the arguments
                 self._eval(frame, arg.value, allow_symbol=True)
             return _POISON
@@ -402,15 +570,38 @@ class Lowering:
     def _group(self, frame: Frame, label: str | None, span: Span) -> Frame:
         path = frame.child_name(label)
         self._add_scope(path, "group", span)
-        return Frame(frame.defs, path, [0], {}, frame.scope + (path,), frame.stack, parent=frame)
+        return Frame(frame.defs, path, [0], {}, frame.scope + (path,), frame.stack, parent=frame, kind="group")
 
     def _reference(self, frame: Frame, name: str, span: Span):
         try:
-            return frame.lookup_value(name)
+            value = frame.lookup_value(name)
         except KeyError:
+            if name in frame.param_names():
+                self.error("NS205", f"'{name}' is a number (a parameter, loop variable or let), not a value the "
+                                    "network computes", span,
+                           did_you_mean(name, frame.value_names()) or self._names_hint(frame))
+                return _POISON
             self.error("NS205", f"undefined name '{name}'", span,
                        did_you_mean(name, frame.value_names()) or self._names_hint(frame))
             return _POISON
+        early = self.early_labels.get(value)
+        if early is not None and early[0] == name:
+            self._refuse_early_label(name, early, span)
+            return _POISON
+        return value
+
+    def _refuse_early_label(self, name: str, early, read_at: Span) -> None:
+        _, label_span, chain, position = early
+        first = chain.steps[position]
+        layer = self._text(first.core.span)
+        rest = chain.steps[position + 1:]
+        last = self._text(rest[-1].core.span) if rest else layer
+        whole = self._text(Span(first.core.span.file, first.core.span.line, first.core.span.col,
+                                rest[-1].span.end_line, rest[-1].span.end_col)) if rest else layer
+        self.error("NS215", f"'{name}' names the output of {layer}, but its chain goes on to {last}", label_span,
+                   f"to name the chain's result write `{name} = {whole}`; to name {layer}'s output, end the chain "
+                   f"after it (`{name}: {layer}` on a line of its own)",
+                   notes=(f"'{name}' is read at {read_at}",))
 
     @staticmethod
     def _names_hint(frame: Frame) -> str | None:
@@ -493,9 +684,12 @@ class Lowering:
                 reported.add(key)
                 span = spans.get(key, call.span)
                 original = values.get(key)
-                if isinstance(original, Symbol):
-                    self.error("NS205", f"undefined name '{original.name}'", span,
-                               did_you_mean(original.name, frame.param_names()))
+                if isinstance(original, Symbol) and self._is_tensor(frame, original):
+                    self._tensor_for_number(original.name, f"'{key}' of {op_name}", span)
+                elif isinstance(original, Symbol):  # at the word itself, which may be a caller's argument
+                    self.error("NS205", f"undefined name '{original.name}'", original.span or span,
+                               did_you_mean(original.name, self._names_where(original, frame)),
+                               calls=original.span is None)
                 elif e["type"] == "missing":
                     self.error("NS204", f"{op_name} needs argument '{key}'", call.span,
                                f"expected {signature(OPS[op_name])}")
@@ -518,8 +712,13 @@ class Lowering:
             return
         if isinstance(args, dict):
             args = OPS[op].Args.model_validate(args)
-        self.nodes.append(Node(name=name, op=op, args=args, inputs=inputs, span=span, scope=frame.scope))
+        node = Node(name=name, op=op, args=args, inputs=inputs, span=span, scope=frame.scope)
+        self.nodes.append(node)
         self.node_spans[name] = span
+        if all(source in self.shapes for source in inputs):
+            problem = infer_node(node, self.shapes, self.scopes, self.limits)
+            if problem is not None:
+                self.errors.append(problem)
 
     def _add_scope(self, path: str, kind: str, span: Span) -> None:
         self.scopes.setdefault(path, Scope(path=path, kind=kind, span=span))
@@ -527,14 +726,23 @@ class Lowering:
     # blocks -----------------------------------------------------------------------
 
     def _call_block(self, block, call: ast.Call, label, frame: Frame, current, spread: bool, home: Definitions):
-        if block.name in frame.stack:
-            cycle = " -> ".join(frame.stack[frame.stack.index(block.name):] + (block.name,))
-            self.error("NS207", f"block '{block.name}' instantiates itself: {cycle}", call.span)
+        if block.name in frame.stack and len(frame.stack) >= self.limits.block_depth:
+            last = len(frame.stack) - 1 - frame.stack[::-1].index(block.name)
+            cycle = " -> ".join(frame.stack[last:] + (block.name,))
+            param = block.params[0].name if block.params else "depth"
+            self.error("NS207", f"block '{block.name}' calls itself without end ({cycle}, "
+                                f"{frame.stack.count(block.name)} levels deep)", call.span,
+                       f"a block may call itself only under a condition that ends the recursion, on an argument "
+                       f"that shrinks: e.g. `{block.name}({param} - 1) if {param} > 1`")
             return _POISON
         if len(frame.stack) >= self.limits.block_depth:
             self.error("NS213", f"blocks nest deeper than {self.limits.block_depth}", call.span)
             return _POISON
         if spread:
+            if isinstance(block, ast.Block) and leading_inputs(block.body) > 1:
+                self.error("NS203", f"block '{block.name}' takes several inputs, so it cannot be spread", call.span,
+                           f"call it without `...`: `{block.name}(...)`")
+                return _POISON
             inner = Frame(home, frame.prefix, frame.counter, {}, frame.scope, frame.stack + (block.name,))
         else:
             path = frame.child_name(label)
@@ -552,18 +760,48 @@ class Lowering:
         try:
             if isinstance(block, ast.NetworkAlias):
                 return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
-            return self._run_body(block.body, inner, current, block)
+            value = self._run_body(block.body, inner, current, block)
         finally:
             self.calls.pop()
+        if inner.outputs is not None:
+            value = inner.outputs[0] if inner.outputs else _POISON
+            self.block_outputs = (value, inner.outputs)
+        return value
 
     def _bind_block_args(self, block, call: ast.Call, caller: Frame, inner: Frame) -> bool:
         params = {p.name: p for p in block.params}
         order = [p.name for p in block.params]
+        body = block.body if isinstance(block, ast.Block) else []
+        tensors = [stmt.name for stmt in body[1:leading_inputs(body)]]  # its inputs after the main one
         given: dict[str, Any] = {}
         ok = True
         for arg in call.args:
+            if arg.name in tensors and arg.name not in params:
+                if arg.name in inner.tensors:
+                    self.error("NS203", f"argument '{arg.name}' given twice", arg.span)
+                    ok = False
+                elif not isinstance(arg.value, ast.Name):
+                    self.error("NS203", f"'{arg.name}' is an input of block '{block.name}': pass it a value's name",
+                               arg.value.span, f"bind the value first: `y = ...`, then {block.name}(..., "
+                                               f"{arg.name}=y)")
+                    ok = False
+                else:
+                    inner.tensors[arg.name] = self._reference(caller, arg.value.id, arg.value.span)
+                    ok = ok and inner.tensors[arg.name] is not _POISON
+                continue
             if arg.name is None:
                 remaining = [n for n in order if n not in given]
+                if isinstance(arg.value, ast.Name) and self._is_tensor(caller, Symbol(arg.value.id)):
+                    free = [n for n in tensors if n not in inner.tensors]
+                    self._tensor_for_number(
+                        arg.value.id, f"parameter '{remaining[0]}' of block '{block.name}'" if remaining else
+                        f"block '{block.name}'", arg.value.span,
+                        f"pass it as the block's input by name: `{block.name}(..., {free[0]}={arg.value.id})`"
+                        if free else None)
+                    if free:
+                        inner.tensors[free[0]] = _POISON  # reported: the missing input is not reported again
+                    ok = False
+                    continue
                 if not remaining:
                     self.error("NS211", f"too many positional arguments for block '{block.name}'", arg.span,
                                f"{block.name} takes ({', '.join(order)})")
@@ -584,7 +822,19 @@ class Lowering:
             value = self._eval(caller, arg.value, allow_symbol=True)
             if value is _POISON:
                 ok = False
+            elif self._is_tensor(caller, value):
+                self._tensor_for_number(value.name, f"parameter '{key}' of block '{block.name}'", arg.value.span,
+                                        tensors and f"pass it as an input: `{block.name}(..., {tensors[0]}="
+                                                    f"{value.name})`")
+                ok = False
             given[key] = value
+        missing = [name for name in tensors if name not in inner.tensors]
+        if missing:
+            self.error("NS204", f"block '{block.name}' needs the input{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(repr(n) for n in missing)}", call.span,
+                       f"pass {'them' if len(missing) > 1 else 'it'} by name: `{block.name}(..., "
+                       f"{', '.join(f'{n}=VALUE' for n in missing)})`, VALUE a name bound before the call")
+            ok = False
         for name in order:  # defaults may use earlier parameters, e.g. `mid=c // 4`
             if name in given:
                 inner.params[name] = given[name]
@@ -598,15 +848,45 @@ class Lowering:
                 ok = False
         return ok
 
+    @staticmethod
+    def _is_tensor(frame: Frame, value) -> bool:
+        """Whether an argument is the bare name of a value (a tensor) where a number or word was expected."""
+        if not isinstance(value, Symbol):
+            return False
+        try:
+            return frame.lookup_value(value.name) is not _POISON
+        except KeyError:
+            return False
+
+    def _tensor_for_number(self, name: str, what: str, span: Span, hint: str | None = None) -> None:
+        self.error("NS203", f"'{name}' is a tensor (a value the network computes), but {what} takes a number, a "
+                            "word or a list", span,
+                   hint or f"a layer takes its tensor from the chain: `{name} -> layer(...)`; a block that needs a "
+                           "second tensor declares it with `input` and takes it by name")
+
     def _eval(self, frame: Frame, expr: ast.Expr, allow_symbol: bool = False):
         try:
             value = frame.evaluate(expr, allow_symbol)
         except NetspecError as err:
             self._report(err.diagnostics)
             return _POISON
-        if isinstance(value, Symbol) and value.home is None and value.name in frame.defs.blocks:
-            return Symbol(value.name, frame.defs)  # a block named here is this file's block, wherever it is used
+        if isinstance(value, Symbol):
+            self.symbol_frames.setdefault(value.span, frame)
+            if value.home is None and value.name in frame.defs.blocks:
+                return Symbol(value.name, frame.defs, value.span)  # a block named here is this file's, wherever used
         return value
+
+    def _names_where(self, symbol: Symbol, frame: Frame) -> list[str]:
+        """The parameters seen where a word was written, for its "did you mean"."""
+        return self.symbol_frames.get(symbol.span, frame).param_names()
+
+
+def leading_inputs(body: list[ast.Stmt]) -> int:
+    """How many `input` statements open a body: a block's inputs, the main one first."""
+    count = 0
+    while count < len(body) and isinstance(body[count], ast.Input):
+        count += 1
+    return count
 
 
 def lower(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:

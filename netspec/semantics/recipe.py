@@ -80,6 +80,11 @@ class Recipe(BaseModel):
     mixup_alpha: Annotated[float, Field(ge=0)] = 0.0
     cutmix_alpha: Annotated[float, Field(ge=0)] = 0.0
     permute_pixels: int | None = None  # a seed: one fixed shuffle of pixel positions for every image
+    # Fine-tuning (docs/training.md): the head's own learning rate (None: lr), the rest of the network's factor on
+    # lr (None: 1), and training the head alone. Where the weights start is `--init`, a flag of the run.
+    lr_head: Annotated[float, Field(gt=0)] | None = None
+    backbone_lr_factor: Annotated[float, Field(gt=0)] | None = None
+    freeze_backbone: bool = False
     seed: int = 0
 
     @model_validator(mode="after")

@@ -26,6 +26,13 @@ GRAPH_MODULE_ATTRIBUTES = frozenset({
     "print_readable", "recompile", "shape_env", "to_folder", "training"})
 NETSPEC_ATTRIBUTES = frozenset({"netspec_graph", "all_outputs"})
 
+# A dotted label's parts name torch containers (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict),
+# which refuse their own attributes as members: nn.Module's, `training`, and these (tests/test_torch.py keeps the
+# list equal to torch's).
+CONTAINER_ATTRIBUTES = MODULE_ATTRIBUTES | {"training"} | frozenset({
+    "append", "clear", "copy", "extend", "fromkeys", "get", "insert", "items", "keys", "pop", "popitem", "setdefault",
+    "update", "values"})
+
 
 def reserved(name: str) -> str | None:
     """Why `name` cannot name a layer, if it cannot."""

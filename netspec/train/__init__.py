@@ -11,13 +11,18 @@ Read in this order, as torchvision's references/classification/train.py reads to
     datasets.py     MNIST, Fashion-MNIST, CIFAR-10 and synthetic data as uint8 tensors
     images.py       streamed image files: scanning, decoding, skipping unreadable ones, the DataLoader
     transforms.py   the training and evaluation transforms (torchvision's presets.py) and the crop padding
+    segmentation.py image and mask pairs, their joint transforms (tv_tensors.Mask), mask PNGs
     loop.py         the loss, train_one_epoch() (accumulation, clipping, mixed precision, mixup) and evaluate()
-    optim.py        the optimiser with its weight-decay groups, warmup and schedule, and the model EMA
-    checkpoints.py  the run folder: config.json, metrics.jsonl, last.pt, best.pt, resuming, the chosen weights
+                    (top-5, the confusion matrix, mean IoU)
+    optim.py        the optimiser with its weight-decay and learning-rate groups, warmup and schedule, the EMA
+    finetune.py     --init (pretrained weights by key, the head re-initialised), freezing, the head's rate
+    checkpoints.py  the run folder: config.json, metrics.jsonl, last.pt, best.pt, resuming and extending
+    preprocessing.py the evaluation's preprocessing, recorded in checkpoints and repeated by predict
+    predict.py      `netspec predict`: top-k classes by name, or mask PNGs
     distributed.py  torchrun's environment, the process group, DDP and SyncBatchNorm, `--nproc`
     progress.py     the progress bar, and the interface any other progress reporter implements
     live.py         the live progress display in a Jupyter kernel
-    plot.py         `netspec plot`: the loss and accuracy curves of finished runs
+    plot.py         `netspec plot`: the loss and accuracy curves of finished runs; the confusion matrix
 
 `netspec check` never imports this package (it imports torch); `netspec plot` imports only plot.py.
 """

@@ -25,7 +25,9 @@ from netspec.ir import Graph
 from netspec.semantics.recipe import Recipe
 from netspec.train.distributed import Context, restarted
 from netspec.train.errors import TrainError
+from netspec.train.finetune import FineTune
 from netspec.train.loop import Diverged, Trainer
+from netspec.train.preprocessing import record
 
 NEEDED = {"model", "optimizer", "scheduler", "epoch", "metrics", "config"}
 
@@ -42,6 +44,21 @@ def read_checkpoint(path: Path, needed: set[str] = NEEDED) -> dict:
     if not isinstance(checkpoint, dict) or not needed <= set(checkpoint):
         raise TrainError(f"{path} is not a netspec training checkpoint; nothing was changed")
     return checkpoint
+
+
+def saved_config(weights: str | Path | list) -> dict | None:
+    """The run's config that a netspec checkpoint carries (config.json as it was when saved), for weights given as
+    one file; None for several files (ensemble members), a plain state_dict or a file that cannot be read (loading
+    it says why)."""
+    entries = [weights] if isinstance(weights, (str, Path)) else list(weights or [])
+    if len(entries) != 1 or not Path(entries[0]).is_file():
+        return None
+    try:
+        checkpoint = read_weights_file(entries[0])
+    except WeightsError:
+        return None
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    return config if isinstance(config, dict) else None
 
 
 def write_run_file(path: Path, data: bytes | str, kept: str) -> None:
@@ -61,13 +78,15 @@ def _save(path: Path, payload: dict, kept: str) -> None:
 
 
 def selection(m: dict) -> tuple[float, str]:
-    """How an epoch ranks for best.pt, and which of its weights would be chosen: the validation accuracy of the
-    model or of its EMA, whichever is higher; without validation, later epochs rank higher (the last is best)."""
+    """How an epoch ranks for best.pt, and which of its weights would be chosen: the validation accuracy (mean
+    IoU for segmentation) of the model or of its EMA, whichever is higher; without validation, later epochs rank
+    higher (the last is best)."""
     if "val_accuracy" not in m:
         return float(m["epoch"]), "model"
-    if m.get("ema_val_accuracy", -1.0) > m["val_accuracy"]:
-        return m["ema_val_accuracy"], "ema"
-    return m["val_accuracy"], "model"
+    key = "miou" if "val_miou" in m else "accuracy"  # segmentation is ranked by its mean IoU
+    if m.get(f"ema_val_{key}", -1.0) > m[f"val_{key}"]:
+        return m[f"ema_val_{key}"], "ema"
+    return m[f"val_{key}"], "model"
 
 
 class RunFolder:
@@ -93,7 +112,7 @@ class RunFolder:
             log(f"nothing to resume in {self.path}: no epoch was checkpointed, so the run starts from the beginning")
             return None
         if self.last.exists() and not overwrite:
-            raise TrainError(f"{self.path} holds a run checkpointed after epoch {self._epochs_done()}; pass "
+            raise TrainError(f"{self.path} holds a run checkpointed after epoch {self.epochs_done()}; pass "
                              "--resume to continue it, --overwrite to start it again, or --out another folder")
         if self.config.exists() and not self.last.exists():
             log(f"{self.path} holds a run that never checkpointed: starting it again")
@@ -105,7 +124,7 @@ class RunFolder:
             self.best_state = read_checkpoint(self.best, needed={"model"})["model"]
         return checkpoint
 
-    def _epochs_done(self) -> int:
+    def epochs_done(self) -> int:
         try:
             return sum(1 for line in self.metrics.read_text().splitlines() if '"epoch"' in line and
                        '"split"' not in line)
@@ -144,6 +163,10 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
         write_run_file(self.config, json.dumps(config, indent=2) + "\n", self.kept(history))
         self.write_metrics(history)
+
+    def record(self, config: dict, history: list[dict]) -> None:
+        """Rewrite config.json (what the run found out by its end: the test images it could read)."""
+        write_run_file(self.config, json.dumps(config, indent=2) + "\n", self.kept(history))
 
     def stale_temporaries(self) -> list[Path]:
         """The half-written files of an earlier process (write_atomic's `.NAME.*.tmp`, named after the run's
@@ -209,35 +232,100 @@ class RunFolder:
 
 def run_config(graph: Graph, recipe: Recipe, data, ctx: Context, options) -> dict:
     """What config.json records, as plain JSON types (checkpoints load with weights_only=True)."""
-    config = {"spec": graph.file, "network": graph.name, "arguments": graph.arguments, "recipe": recipe.model_dump(),
+    config = {"spec": graph.file, "network": graph.name, "arguments": graph.arguments,
+              # each argument as the spec would write it, read back by eval, predict and export (argument_overrides)
+              "argument_texts": {name: show(value, limit=1 << 20) for name, value in graph.arguments.items()},
+              "recipe": recipe.model_dump(), "task": data.task, "classes": list(data.class_names),
+              "preprocessing": record(graph, recipe, data),
               "device": str(ctx.device), "world_size": ctx.world_size,
               "batch_size_per_process": recipe.batch_size // ctx.world_size,
               **({"backend": ctx.backend, "sync_bn": options.sync_bn} if ctx.distributed else {}),
               "dataset": data.name, "data_mode": data.mode, "train_images": data.train.images,
               "val_images": data.val.images if data.val is not None else 0, "validation_from": data.validation_from,
               "test_images": data.test.images if data.test is not None else 0, "normalization": data.statistics,
+              **({"finetune": options.finetune.settings()} if options.finetune.any else {}),
               **({"max_steps": options.max_steps} if options.max_steps is not None else {}),
               **({"limit_eval": options.data.limit_eval} if options.data.limit_eval is not None else {}),
               "netspec": __version__, "torch": str(torch.__version__)}
     return json.loads(json.dumps(config, default=show))  # a block is saved by name
 
 
-def restore(checkpoint: dict, graph: Graph, config: dict, last: Path, trainer: Trainer) -> list[dict]:
+def restore(checkpoint: dict, graph: Graph, config: dict, last: Path, trainer: Trainer, steps_per_epoch: int,
+            log=print) -> list[dict]:
     """Load a checkpoint of the same network and recipe (any number of processes may have written it) into the
-    model, its EMA, the optimiser, schedule and gradient scaler; returns the metrics so far."""
-    if checkpoint["config"].get("network") != graph.name:
-        raise TrainError(f"{last} was saved from network {checkpoint['config'].get('network')}, not {graph.name}")
-    saved = checkpoint["config"].get("recipe", {})
+    model, its EMA, the optimiser, schedule and gradient scaler; returns the metrics so far. `config` (this run's,
+    to be written) takes over the checkpoint's record of the run's history (its --init report, its extensions).
+
+    Only `epochs` may change, and only upwards: the run is extended. Its schedule is then the one planned for
+    the new number of epochs, advanced to the optimiser step the run has reached (extend_schedule)."""
+    saved_config = checkpoint["config"]
+    if saved_config.get("network") != graph.name:
+        raise TrainError(f"{last} was saved from network {saved_config.get('network')}, not {graph.name}")
+    # a setting added to recipes after the checkpoint was written counts as its default there
+    saved = {key: field.default for key, field in Recipe.model_fields.items()} | saved_config.get("recipe", {})
     changed = [f"{key} {saved.get(key)!r} in {last.name}, {value!r} now" for key, value in config["recipe"].items()
-               if saved.get(key) != value]
+               if saved.get(key) != value and key != "epochs"]
+    default = FineTune().settings()
+    tuning, saved_tuning = ({**default, **settings.get("finetune", {})} for settings in (config, saved_config))
+    changed += [f"{key} {saved_tuning.get(key)!r} in {last.name}, {tuning.get(key)!r} now"
+                for key in sorted(set(tuning) | set(saved_tuning)) if tuning.get(key) != saved_tuning.get(key)]
     if changed:
         raise TrainError("--resume continues a run as it was set up, but " + "; ".join(changed) +
                          ". Use the same settings, or start a new run with another --out")
+    done, epochs, planned = int(checkpoint["epoch"]), config["recipe"]["epochs"], saved.get("epochs")
+    if epochs != planned and epochs <= done:
+        raise TrainError(f"--epochs {epochs}: the run in {last.parent} has trained {done} epochs already; give more "
+                         "to extend it")
+    # finished: its test written (or it has none); a run stopped between its last epoch and its test goes on
+    finished = not saved_config.get("test_images") or tested(last.parent / "metrics.jsonl")
+    if epochs == planned and done >= epochs and finished and not restarted():
+        raise TrainError(f"the run in {last.parent} has finished its {done} epochs; pass --epochs N (more than "
+                         f"{done}) with --resume to extend it, or --init {last.parent / 'best.pt'} with another --out "
+                         "to fork it")
+    for key in ("init", "extensions"):
+        if key in saved_config:
+            config[key] = saved_config[key]
     trainer.module.load_state_dict(checkpoint["model"])
-    trainer.optimiser.load_state_dict(checkpoint["optimizer"])
-    trainer.schedule.load_state_dict(checkpoint["scheduler"])
+    if epochs != planned:
+        extend_schedule(trainer, checkpoint["optimizer"], done * steps_per_epoch)
+        config["extensions"] = config.get("extensions", []) + [{"after_epoch": done, "epochs_before": planned,
+                                                                 "epochs": epochs}]
+        log(f"extending the run from {planned} to {epochs} epochs: the {config['recipe']['schedule']} schedule "
+            f"is planned for {epochs} epochs and continues from optimiser step {done * steps_per_epoch:,}")
+    else:
+        trainer.optimiser.load_state_dict(checkpoint["optimizer"])
+        trainer.schedule.load_state_dict(checkpoint["scheduler"])
     if trainer.ema is not None and "model_ema" in checkpoint:
         trainer.ema.module.load_state_dict(checkpoint["model_ema"])
     if trainer.scaler is not None and "scaler" in checkpoint:
         trainer.scaler.load_state_dict(checkpoint["scaler"])
     return list(checkpoint["metrics"])
+
+
+def tested(metrics: Path) -> bool:
+    """Whether a run folder's metrics.jsonl ends with the test of the chosen weights: the run has finished (one
+    stopped after its last epoch but before its test is resumed to test it)."""
+    try:
+        lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(lines) and '"split"' in lines[-1]
+
+
+def extend_schedule(trainer: Trainer, optimiser_state: dict, steps: int) -> None:
+    """For a run extended to more epochs: the new schedule (built for them) advanced `steps` optimiser steps, as
+    training them would have advanced it, then the saved optimiser's state (momenta, Adam's averages) with the
+    learning rates (and one-cycle's momenta) of the new schedule at that step. Where the schedule's rate at a step
+    does not depend on the number of epochs (none, step, their warmups), the extended run is the run trained for
+    all its epochs at once; cosine and one-cycle go on along the longer curve from the same step."""
+    import warnings
+
+    with warnings.catch_warnings():  # stepping a schedule with no optimiser step: what is wanted here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            trainer.schedule.step()
+    planned = [{key: value for key, value in group.items() if key != "params"}
+               for group in trainer.optimiser.param_groups]
+    trainer.optimiser.load_state_dict(optimiser_state)
+    for group, values in zip(trainer.optimiser.param_groups, planned):
+        group.update(values)

@@ -37,6 +37,21 @@ HOW_TO_GET = {
 }
 
 
+# What each class index means, for checkpoints and `netspec predict` (torchvision's names for the same datasets).
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def class_names(name: str, classes: int) -> list[str]:
+    """The names of a dataset's classes by index; a dataset without names (synthetic) numbers them."""
+    names = CLASS_NAMES.get(name)
+    return list(names) if names is not None and len(names) == classes else [str(i) for i in range(classes)]
+
+
 class DataError(ToolError):
     """A dataset that cannot be had or does not fit; the message says where netspec looked and what to do."""
 

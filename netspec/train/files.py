@@ -18,7 +18,7 @@ from netspec.train.errors import TrainError
 from netspec.train.memory import fit_classes, in_memory
 from netspec.train.splits import DataOptions, TrainingData, validation_indices
 from netspec.train.streamed import StreamedSplit, loader_workers, make_pixels
-from netspec.train.transforms import IMAGENET_MEAN, IMAGENET_STD, network_transform
+from netspec.train.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize, network_transform
 
 # Up to this many training images have their sizes read (from their headers) to learn whether they all have
 # the network's input size; a larger collection is taken to be of mixed sizes (random-resized crops).
@@ -49,7 +49,9 @@ def from_files(graph: Graph, recipe: Recipe, data_dir: str | None, ctx: Context,
     val, test = val[:options.limit_eval], test[:options.limit_eval]
     channels = graph.input_shape[0]
     if mode == "memory":
-        return files_in_memory(graph, recipe, collection, (train, val, test), ctx, validation_from)
+        data = files_in_memory(graph, recipe, collection, (train, val, test), ctx, validation_from)
+        data.class_names = list(collection.classes)
+        return data
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,))
     same_size = all_of_size(train, graph, recipe)
 
@@ -61,7 +63,8 @@ def from_files(graph: Graph, recipe: Recipe, data_dir: str | None, ctx: Context,
 
     return TrainingData(collection.name, mode, len(collection.classes), split(train, True), split(val, False),
                         split(test, False), make_pixels(recipe, list(mean), list(std), ctx), validation_from,
-                        {"mean": list(mean), "std": list(std)})
+                        {"mean": list(mean), "std": list(std)}, list(collection.classes),
+                        None if same_size else eval_resize(recipe, graph.input_shape[1:]))
 
 
 def files_in_memory(graph: Graph, recipe: Recipe, collection: images.Collection, splits: tuple[list, list, list],

@@ -58,7 +58,7 @@ def _shown(classes: Sequence[str], limit: int = 12) -> str:
     return names + (f", ... ({len(classes)} classes)" if len(classes) > limit else "")
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """The images under a class folder, in torchvision ImageFolder's order (sorted walk, sorted names); hidden
     files (such as macOS's ._name.jpg copies) are not images. Each real folder is entered once (walk_once), so
     a link back up (`a -> .`) adds nothing. A FIFO or a device with an image's name is listed, and skipped with
@@ -92,7 +92,7 @@ def scan_image_folder(root: str | Path) -> Collection:
             if class_folder.name not in classes:
                 raise DataError(f"{class_folder}: '{class_folder.name}' is not a class of {train} "
                                 f"({_shown(classes)})")
-            files = _image_files(class_folder)
+            files = image_files(class_folder)
             if not files:
                 raise DataError(f"{class_folder}: class folder '{class_folder.name}' holds no images "
                                 f"(files ending {' '.join(IMAGE_SUFFIXES)})")
@@ -103,7 +103,7 @@ def scan_image_folder(root: str | Path) -> Collection:
     return Collection(root.name, classes, splits)
 
 
-def _csv_rows(file: Path) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(file: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-blank row; a header row `path,label` is skipped."""
     try:
         with open(file, newline="", encoding="utf-8-sig") as stream:  # -sig: spreadsheets write a BOM
@@ -125,7 +125,7 @@ def _csv_rows(file: Path) -> Iterator[tuple[int, list[str]]]:
 def _read_csv(file: Path) -> list[tuple[int, Path, str]]:
     """(line, image path, label) of each row, every path checked to be a file."""
     rows = []
-    for line, fields in _csv_rows(file):
+    for line, fields in csv_rows(file):
         where = f"{file}:{line}"
         if len(fields) != 2:
             raise DataError(f"{where}: expected two fields, path,label; found {len(fields)}: {','.join(fields)}")
@@ -334,7 +334,7 @@ def failure_reason(err: Exception) -> str:
 # Datasets. An item key is an index, or (index, seed) from make_loader's SeededOrder: the seed then drives the
 # transform's randomness for that image alone.
 
-def _transformed(transform, image: torch.Tensor, seed: int | None) -> torch.Tensor:
+def transformed(transform, image: torch.Tensor, seed: int | None) -> torch.Tensor:
     if transform is None:
         return image
     if seed is None:
@@ -351,7 +351,7 @@ def _transformed(transform, image: torch.Tensor, seed: int | None) -> torch.Tens
         generator.set_state(state)
 
 
-def _split_key(key) -> tuple[int, int | None]:
+def split_key(key) -> tuple[int, int | None]:
     return (key[0], key[1]) if isinstance(key, tuple) else (key, None)
 
 
@@ -368,13 +368,13 @@ class ImageFiles(Dataset):
         return len(self.items)
 
     def __getitem__(self, key) -> tuple[torch.Tensor, int] | Skipped:
-        index, seed = _split_key(key)
+        index, seed = split_key(key)
         path, label = self.items[index]
         try:
             image = decode(path, self.channels)
         except Exception as err:  # decoders raise RuntimeError, OSError, ValueError, SyntaxError...: all bad data
             return Skipped(f"{path}: {failure_reason(err)}")
-        return _transformed(self.transform, image, seed), label
+        return transformed(self.transform, image, seed), label
 
 
 class TensorImages(Dataset):
@@ -391,8 +391,8 @@ class TensorImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, key) -> tuple[torch.Tensor, int]:
-        index, seed = _split_key(key)
-        return _transformed(self.transform, self.images[index], seed), int(self.labels[index])
+        index, seed = split_key(key)
+        return transformed(self.transform, self.images[index], seed), int(self.labels[index])
 
 
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +65,22 @@ def reconstruction_loss(recipe: Recipe, reconstructions, x: torch.Tensor, reduct
     return recipe.reconstruction_weight * (per_sample.sum() if reduction == "sum" else per_sample.mean())
 
 
+# The mask value of pixels that count for nothing (a border, an unlabelled region), as Pascal VOC's masks mark them.
+IGNORE_INDEX = 255
+
+
 def criterion(recipe: Recipe, scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The recipe's loss: cross-entropy on logits, or the capsule margin loss on lengths in [0, 1]."""
+    """The recipe's loss: cross-entropy on logits (per pixel for segmentation, pixels marked IGNORE_INDEX left
+    out), or the capsule margin loss on lengths in [0, 1]."""
     if recipe.loss == "margin":
         present = F.one_hot(labels, scores.shape[1]).to(scores.dtype)
         per_class = (present * F.relu(0.9 - scores) ** 2
                      + 0.5 * (1 - present) * F.relu(scores - 0.1) ** 2)
         per_sample = per_class.sum(dim=1)
         return per_sample.sum() if reduction == "sum" else per_sample.mean()
-    return F.cross_entropy(scores, labels, reduction=reduction,
+    # masks' ignored pixels; a class label of 255 (ImageNet has 1,000 classes) counts as any other
+    ignore = {"ignore_index": IGNORE_INDEX} if scores.dim() > 2 else {}
+    return F.cross_entropy(scores, labels, reduction=reduction, **ignore,
                            label_smoothing=recipe.label_smoothing if reduction == "mean" else 0.0)
 
 
@@ -130,6 +137,8 @@ def training_loss(step_model, graph: Graph, recipe: Recipe, x: torch.Tensor, y: 
     scores, further = forward(step_model, x, y if takes_labels else None)
     aux_scores, reconstructions = further[:len(graph.aux_outputs)], further[len(graph.aux_outputs):]
     logits = logits_of(graph, scores)
+    if logits.dim() == 4:  # segmentation: the masks cropped to what the network predicts
+        target = segmentation_target(logits, target)
     loss = criterion(recipe, logits.float(), target) + reconstruction_loss(
         recipe, reconstructions, pixels(x) if reconstructions else x)
     for aux in aux_scores:
@@ -162,6 +171,7 @@ class Trainer:
     ema: torch.nn.Module | None = None
     mixing: object = None
     optimiser_steps: int = 0  # since the run began, for the EMA's period
+    held_norms: list = field(default_factory=list)  # frozen batch norms, kept in evaluation mode while training
 
     @property
     def module(self) -> torch.nn.Module:
@@ -180,6 +190,8 @@ def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epo
     recipe, ctx, device = trainer.recipe, trainer.ctx, trainer.ctx.device
     takes_labels, channels_last = trainer.graph.takes_labels(), uses_channels_last(recipe, device)
     trainer.model.train()
+    for norm in trainer.held_norms:
+        norm.eval()
     steps = split.steps(batch_size, ctx.world_size)
     if max_steps is not None:
         steps = min(steps, max_steps)
@@ -187,6 +199,7 @@ def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epo
     seen, pending = 0, False
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
+    counts = torch.zeros((), device=device, dtype=torch.long)  # images, or pixels for segmentation
     if device.type == "cuda":
         torch.cuda.synchronize()
     began = time.perf_counter()
@@ -215,9 +228,11 @@ def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epo
         pending = not steps_now
         seen += len(y)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        hits, count = counted(logits, segmentation_target(logits, y) if logits.dim() == 4 else y)
+        correct += hits
+        counts += count
         if progress.per_step:
-            progress.step(float(loss_sum) / seen, int(correct) / seen,
+            progress.step(float(loss_sum) / seen, int(correct) / max(1, int(counts)),
                           seen * ctx.world_size / (time.perf_counter() - began))
     if pending:  # the batches ran out mid-group (unreadable images left some out): the group still steps
         optimiser_step(trainer, epoch)
@@ -225,13 +240,13 @@ def train_one_epoch(trainer: Trainer, split: Split, pixels, batch_size: int, epo
         torch.cuda.synchronize()
     seconds = time.perf_counter() - began
     progress.epoch_ended()
-    total_loss, total_correct, total_seen = sum_over_processes([loss_sum, correct, seen], ctx)
+    total_loss, total_correct, total_seen, total_counted = sum_over_processes([loss_sum, correct, seen, counts], ctx)
     if not total_seen:
         raise TrainError(f"no training image of epoch {epoch} could be read ({len(split.skipped)} skipped): "
                          f"{split.skipped[0] if split.skipped else 'the training set is empty'}")
     if not math.isfinite(total_loss):
         raise Diverged(total_loss, epoch, steps - 1)
-    return {"train_loss": total_loss / total_seen, "train_accuracy": total_correct / total_seen,
+    return {"train_loss": total_loss / total_seen, "train_accuracy": total_correct / max(1.0, total_counted),
             "images_per_second": total_seen / seconds, "epoch_seconds": seconds}
 
 
@@ -254,35 +269,117 @@ def optimiser_step(trainer: Trainer, epoch: int) -> None:
         ema_step(trainer.ema, trainer.module, trainer.optimiser_steps, recipe, epoch)
 
 
-def evaluate(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_size: int, ctx: Context,
-             log=None) -> tuple[float, float]:
-    """Mean loss (the recipe's, without label smoothing) and accuracy over every image of `split` that could be
-    read: each process takes its shard, and the sums are added up over the processes. `pixels` undoes a
-    batch's normalisation. An image that could not be read is left out of the figures and of the count:
-    `split.images` becomes the number evaluated, so that a test reported as N images is N images evaluated; with
-    `log`, each one is named there, once ("skipped an unreadable image: <path>: <reason>")."""
+@dataclass
+class Evaluation:
+    """A split evaluated: the mean loss, the accuracy (of images, or of pixels for segmentation), top-5 accuracy
+    (more than 5 classes), and the confusion matrix (rows: the true class, columns: the predicted one; counts of
+    images, or of pixels)."""
+
+    loss: float
+    accuracy: float
+    images: int
+    confusion: torch.Tensor
+    top5: float | None = None
+    task: str = "classification"
+
+    def per_class(self) -> list[float | None]:
+        """Each class's accuracy (recall): the share of its images (pixels) predicted as it; None for a class
+        the split does not hold."""
+        totals = self.confusion.sum(1)
+        return [float(self.confusion[c, c] / totals[c]) if totals[c] else None for c in range(len(totals))]
+
+    def iou(self) -> list[float | None]:
+        """Each class's intersection over union; None for a class neither present nor predicted."""
+        union = self.confusion.sum(0) + self.confusion.sum(1) - self.confusion.diag()
+        return [float(self.confusion[c, c] / union[c]) if union[c] else None for c in range(len(union))]
+
+    @property
+    def miou(self) -> float:
+        """The mean IoU over the classes present or predicted (torchmetrics' and the VOC benchmark's mIoU)."""
+        values = [v for v in self.iou() if v is not None]
+        return sum(values) / len(values) if values else math.nan
+
+
+def segmentation_target(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Masks [N, H, W] centre-cropped to the logits' [h, w]: a network of valid convolutions (U-Net) predicts the
+    centre of its input (the paper's overlap-tile)."""
+    h, w = logits.shape[-2:]
+    top, left = (masks.shape[-2] - h) // 2, (masks.shape[-1] - w) // 2
+    return masks[..., top:top + h, left:left + w]
+
+
+def counted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct, counted) of a batch: images, or for segmentation (logits [N, C, h, w]) the pixels that are not
+    IGNORE_INDEX."""
+    if logits.dim() == 4:
+        valid = labels != IGNORE_INDEX
+        return ((logits.argmax(1) == labels) & valid).sum(), valid.sum()
+    return (logits.argmax(1) == labels).sum(), torch.tensor(len(labels), device=labels.device)
+
+
+def evaluate_split(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_size: int, ctx: Context,
+                   log=None) -> Evaluation:
+    """The loss (the recipe's, without label smoothing), accuracy, top-5 accuracy and confusion matrix over every
+    image of `split` that could be read: each process takes its shard, and the sums are added up over the
+    processes. `pixels` undoes a batch's normalisation. An image that could not be read is left out of the
+    figures and of the count: `split.images` becomes the number evaluated, so that a test reported as N images is
+    N images evaluated; with `log`, each one is named there, once ("skipped an unreadable image: <path>:
+    <reason>")."""
     model.eval()
     device = ctx.device
+    classes = graph.node(graph.output).shape[0]
     skipped_before = len(split.skipped)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    top5 = torch.zeros((), dtype=torch.long, device=device)
     seen = torch.zeros((), dtype=torch.long, device=device)
+    images = torch.zeros((), dtype=torch.long, device=device)
+    confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
+    segmenting = len(graph.node(graph.output).shape) == 3
     with torch.no_grad(), autocast(recipe, device):
         for xb, yb in split.evaluation_batches(batch_size):
             if uses_channels_last(recipe, device) and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             scores, reconstructions = forward(model, xb)
             logits = logits_of(graph, scores).float()
+            if segmenting:
+                yb = segmentation_target(logits, yb)
             total_loss += (criterion(recipe, logits, yb, reduction="sum")
                            + reconstruction_loss(recipe, reconstructions, pixels(xb), reduction="sum"))
-            correct += (logits.argmax(1) == yb).sum()
-            seen += len(yb)
-    total_loss, correct, seen = sum_over_processes([total_loss, correct, seen], ctx)
+            hits, count = counted(logits, yb)
+            correct += hits
+            seen += count
+            images += len(yb)
+            predicted, truth = logits.argmax(1), yb
+            if segmenting:
+                keep = truth != IGNORE_INDEX
+                predicted, truth = predicted[keep], truth[keep]
+            elif classes > 5:
+                top5 += (logits.topk(5, dim=1).indices == yb[:, None]).any(1).sum()
+            confusion += torch.bincount(truth.flatten() * classes + predicted.flatten(), minlength=classes ** 2)
+    total_loss, correct, seen, images, top5 = sum_over_processes([total_loss, correct, seen, images, top5], ctx)
+    if ctx.distributed:
+        from torch import distributed as dist
+
+        dist.all_reduce(confusion)
     # What each process skipped, in every process (a collective: all of them call it, log or not).
     skipped = gathered(split.skipped[skipped_before:], ctx)
     if skipped:
-        split.images = int(seen)
+        split.images = int(images)
+        split.unreadable = list(dict.fromkeys(skipped))
         if log is not None:
             for image in dict.fromkeys(skipped):
                 log(f"skipped an unreadable image: {image}")
-    return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)
+    matrix = confusion.view(classes, classes).cpu()
+    if not seen:
+        return Evaluation(math.nan, math.nan, 0, matrix, None, "segmentation" if segmenting else "classification")
+    return Evaluation(total_loss / (seen if segmenting else images), correct / seen, int(images), matrix,
+                      top5 / seen if classes > 5 and not segmenting else None,
+                      "segmentation" if segmenting else "classification")
+
+
+def evaluate(model, graph: Graph, recipe: Recipe, split: Split, pixels, batch_size: int, ctx: Context,
+             log=None) -> tuple[float, float]:
+    """Mean loss and accuracy over every image of `split` that could be read (evaluate_split)."""
+    result = evaluate_split(model, graph, recipe, split, pixels, batch_size, ctx, log)
+    return result.loss, result.accuracy

@@ -16,15 +16,16 @@ NORM_CLASSES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, norm_weight_decay: float | None = None,
-                     bias_weight_decay: float | None = None) -> list[dict]:
+                     bias_weight_decay: float | None = None, rates: dict[int, float] | None = None) -> list[dict]:
     """The trainable parameters of `model` in optimiser groups ("params", "weight_decay"): every parameter
     named `bias` gets bias_weight_decay (checked first, as torchvision's custom key "bias" is, so a norm
     layer's bias is a bias), the other parameters of normalisation layers norm_weight_decay, the rest
     weight_decay. A setting of None folds its parameters into the weight_decay group, so with neither set
     there is one group in model.parameters() order. Groups keep the order weight_decay, norm, bias; empty
-    groups are left out; a parameter shared by several modules is placed once, where it is first met."""
-    groups = {"other": [], "norm": [], "bias": []}
+    groups are left out; a parameter shared by several modules is placed once, where it is first met. `rates`
+    (fine-tuning's learning rates, by parameter identity) splits each group by learning rate, set as its "lr"."""
     decays = {"other": weight_decay, "norm": norm_weight_decay, "bias": bias_weight_decay}
+    groups: dict[tuple[str, float | None], list] = {}
     seen = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
@@ -32,22 +33,26 @@ def parameter_groups(model: nn.Module, weight_decay: float, norm_weight_decay: f
                 continue
             seen.add(id(parameter))
             if name == "bias" and bias_weight_decay is not None:
-                groups["bias"].append(parameter)
+                kind = "bias"
             elif isinstance(module, NORM_CLASSES) and norm_weight_decay is not None:
-                groups["norm"].append(parameter)
+                kind = "norm"
             else:
-                groups["other"].append(parameter)
-    return [{"params": groups[key], "weight_decay": decays[key]} for key in groups if groups[key]]
+                kind = "other"
+            groups.setdefault((kind, rates[id(parameter)] if rates else None), []).append(parameter)
+    order = sorted(groups, key=lambda key: list(decays).index(key[0]))  # stable: rates in the order first met
+    return [{"params": groups[key], "weight_decay": decays[key[0]], **({"lr": key[1]} if rates else {})}
+            for key in order]
 
 
-def make_optimiser(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
+def make_optimiser(recipe: Recipe, model: nn.Module, steps_per_epoch: int, rates: dict[int, float] | None = None):
     """(optimizer, schedule) for `recipe`; the schedule is stepped once per optimiser step, of which an epoch
     has `steps_per_epoch`. Warmup (warmup_epochs > 0) runs lr x warmup_decay up to lr ("linear") or holds it
     ("constant") for its steps, then the recipe's schedule runs the remaining steps from lr, joined by
-    SequentialLR as the reference script joins them."""
+    SequentialLR as the reference script joins them. `rates`: a learning rate per parameter (fine-tuning's head
+    and backbone), each group scheduled from its own as the recipe's lr would be."""
     if steps_per_epoch < 1:
         raise ValueError(f"an epoch needs at least one optimiser step, got steps_per_epoch={steps_per_epoch}")
-    groups = parameter_groups(model, recipe.weight_decay, recipe.norm_weight_decay, recipe.bias_weight_decay)
+    groups = parameter_groups(model, recipe.weight_decay, recipe.norm_weight_decay, recipe.bias_weight_decay, rates)
     if recipe.optimizer == "sgd":
         optimiser = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                     weight_decay=recipe.weight_decay)
@@ -61,7 +66,8 @@ def make_optimiser(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
     # The main schedule is built first: each scheduler sets the lr when built, and SequentialLR then starts
     # the warmup's (the reference script's order).
     if recipe.schedule == "onecycle":  # Recipe refuses it with warmup: one-cycle warms up by itself
-        main = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.lr, total_steps=main_steps)
+        peaks = [group["lr"] for group in optimiser.param_groups] if rates else recipe.lr
+        main = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=peaks, total_steps=main_steps)
     elif recipe.schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=main_steps, eta_min=recipe.lr_min)
     elif recipe.schedule == "step":

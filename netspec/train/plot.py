@@ -21,6 +21,8 @@ FIGURE_SIZE, DPI = (12.0, 4.5), 100  # a PNG of 1200 x 450 pixels
 CURVES = (("train", "--", "train"), ("val", "-", "validation"), ("test", "-", "test, every epoch (older runs)"),
           ("ema_val", ":", "EMA validation"))
 SECTIONS = ("loss", "accuracy")
+# Segmentation runs' mean IoU per epoch, drawn on the accuracy panel: (metrics.jsonl key, line style, legend text).
+MIOU_CURVES = (("val_miou", "-.", "validation mIoU"), ("ema_val_miou", (0, (1, 3)), "EMA validation mIoU"))
 
 
 class PlotError(ToolError):
@@ -43,6 +45,7 @@ class Run:
     epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     test: tuple[int, float, float, str | None] | None = None
     epoch_count: int = 0
+    test_miou: float | None = None  # a segmentation run's test mean IoU
 
 
 def _number(value, key: str, where: str) -> float:
@@ -105,14 +108,15 @@ def read_run(folder: str | Path) -> Run:
             run.test = (_epoch(line, where), _number(line.get("test_loss"), "test_loss", where),
                         _number(line.get("test_accuracy"), "test_accuracy", where),
                         selected if isinstance(selected, str) else None)
+            if "test_miou" in line:
+                run.test_miou = _number(line["test_miou"], "test_miou", where)
             continue
         epoch = _epoch(line, where)
         run.epoch_count += 1
-        for prefix, _, _ in CURVES:
-            for section in SECTIONS:
-                key = f"{prefix}_{section}"
-                if key in line:
-                    run.epochs.setdefault(key, []).append((epoch, _number(line[key], key, where)))
+        keys = [f"{prefix}_{section}" for prefix, _, _ in CURVES for section in SECTIONS]
+        for key in keys + [key for key, _, _ in MIOU_CURVES]:
+            if key in line:
+                run.epochs.setdefault(key, []).append((epoch, _number(line[key], key, where)))
     if run.epoch_count == 0:
         state = "is empty" if not text.strip() else "has no epoch lines"
         raise PlotError(f"{metrics} {state}: the run has not finished an epoch yet")
@@ -167,6 +171,12 @@ def draw(runs: list[Run], names: list[str], fmt: str, title: str | None = None) 
                         styles_used.add(prefix)
                         axes.plot(*zip(*points), linestyle=style, color=colour, marker="o", markersize=2.5,
                                   gid=f"curve-{index}-{prefix}-{section}")
+            for key, style, _ in MIOU_CURVES:
+                points = run.epochs.get(key)
+                if points:
+                    styles_used.add(key)
+                    panels["accuracy"].plot(*zip(*points), linestyle=style, color=colour, marker="s",
+                                            markersize=2.5, gid=f"curve-{index}-{key}")
             test = final_test(run)
             label = name
             if test is not None:
@@ -175,15 +185,20 @@ def draw(runs: list[Run], names: list[str], fmt: str, title: str | None = None) 
                     panels[section].plot([epoch], [value], marker="*", markersize=11, color=colour,
                                          markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
                                          gid=f"test-{index}-{section}")
-                label += f": test {accuracy:.2%} (epoch {epoch}{', EMA weights' if selected == 'ema' else ''})"
+                shown = f"test {accuracy:.2%}" if run.test_miou is None else \
+                    f"test mIoU {run.test_miou:.2%}, pixels {accuracy:.2%}"
+                label += f": {shown} (epoch {epoch}{', EMA weights' if selected == 'ema' else ''})"
             run_handles.append(Line2D([], [], color=colour, linewidth=2, label=label))
         for section, axes in panels.items():
             axes.set_xlabel("epoch")
-            axes.set_ylabel(section)
+            if not axes.get_ylabel():
+                axes.set_ylabel(section)
             axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         panels["accuracy"].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         style_handles = [Line2D([], [], color="0.3", linestyle=style, label=text)
-                         for prefix, style, text in CURVES if prefix in styles_used]
+                         for prefix, style, text in CURVES + MIOU_CURVES if prefix in styles_used]
+        if any(key in styles_used for key, _, _ in MIOU_CURVES):
+            panels["accuracy"].set_ylabel("accuracy (pixels), mIoU")
         if any(final_test(run) for run in runs):
             style_handles.append(Line2D([], [], color="0.3", marker="*", markersize=11, markeredgecolor="black",
                                         markeredgewidth=0.6, linestyle="none", label="test, reported weights"))
@@ -210,3 +225,54 @@ def plot(folders: list[str], output: str, title: str | None = None) -> tuple[byt
     names = labels([run.path for run in runs])
     return draw(runs, names, fmt, title), runs, names
 
+
+
+def draw_confusion(matrix: list[list[int]], names: list[str], output: str, title: str | None = None) -> bytes:
+    """A confusion matrix (rows: the true class, columns: the predicted one) as a heat map of each row's shares,
+    with the counts written in the cells when there are few classes: PNG, SVG or PDF by the output's suffix, or
+    CSV (the counts, with the class names as header and first column). Nothing is written here."""
+    suffix = Path(output).suffix.lower()
+    if suffix == ".csv":
+        rows = [",".join(["true \\ predicted", *(_csv_field(n) for n in names)])]
+        rows += [",".join([_csv_field(name), *map(str, row)]) for name, row in zip(names, matrix)]
+        return ("\n".join(rows) + "\n").encode()
+    fmt = FORMATS.get(suffix)
+    if fmt is None:
+        raise PlotError(f"cannot tell the format of {output}; name it .png, .svg, .pdf or .csv", usage=True)
+    try:
+        import matplotlib.style
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotError("matplotlib is needed; install the project's `train` extra "
+                        '(pip install -e ".[train]")', usage=True) from None
+    classes = len(names)
+    shares = [[count / max(1, sum(row)) for count in row] for row in matrix]
+    side = min(14.0, max(4.5, 0.45 * classes + 2.5))
+    with matplotlib.style.context("default"), matplotlib.rc_context({"svg.fonttype": "none",
+                                                                     "svg.hashsalt": "netspec"}):
+        figure = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.subplots()
+        image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        figure.colorbar(image, ax=axes, label="share of the true class", shrink=0.8)
+        if classes <= 40:
+            axes.set_xticks(range(classes), names, rotation=90 if classes > 8 else 0)
+            axes.set_yticks(range(classes), names)
+        if classes <= 20:
+            for row in range(classes):
+                for column in range(classes):
+                    axes.text(column, row, f"{matrix[row][column]:,}", ha="center", va="center", fontsize=8,
+                              color="white" if shares[row][column] > 0.5 else "black")
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("true")
+        if title:
+            axes.set_title(title)
+        buffer = io.BytesIO()
+        metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
+        figure.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+    return buffer.getvalue()
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

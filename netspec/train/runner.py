@@ -22,10 +22,11 @@ from netspec.backends.torch.module import is_out_of_memory, too_large
 from netspec.ir import Graph
 from netspec.semantics.recipe import Recipe
 from netspec.train import distributed
-from netspec.train.checkpoints import RunFolder, restore, run_config
+from netspec.train.checkpoints import RunFolder, restore, run_config, saved_config
 from netspec.train.errors import TrainError
-from netspec.train.loop import (CompiledOrEager, Diverged, Trainer, evaluate, make_mixing, optimiser_steps_per_epoch,
-                                seed_epoch, train_one_epoch, uses_channels_last)
+from netspec.train.finetune import FineTune, freeze, head_layers, held_norms, in_layers, learning_rates, load_init
+from netspec.train.loop import (CompiledOrEager, Diverged, Trainer, evaluate_split, make_mixing,
+                                optimiser_steps_per_epoch, seed_epoch, train_one_epoch, uses_channels_last)
 from netspec.train.optim import make_ema, make_optimiser
 from netspec.train.progress import reporter
 from netspec.train.sources import prepare
@@ -45,6 +46,7 @@ class RunOptions:
     max_steps: int | None = None
     log_every: float = 30.0
     data: DataOptions = field(default_factory=DataOptions)
+    finetune: FineTune = field(default_factory=FineTune)  # --init, freezing, the head's learning rate
 
 
 def _silent(message: str) -> None:
@@ -80,6 +82,11 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
     data = prepare(graph, recipe, data_dir, options.download, ctx, options.data)
     model = on_device(to_module(graph, seed=recipe.seed), graph, ctx.device)
     check_training_size(model, graph, recipe, ctx.device)
+    tuning = options.finetune
+    # pretrained weights (a resumed run has its own), then what is frozen: before DDP, which trains what requires
+    # a gradient when it wraps the model
+    init = load_init(model, graph, tuning.init) if tuning.init and not checkpoint else None
+    frozen, frozen_names = freeze(model, graph, tuning)
     if uses_channels_last(recipe, ctx.device):
         model = model.to(memory_format=torch.channels_last)
     trained = distributed.wrap(model, ctx, sync_bn=options.sync_bn)  # DDP around the model, or the model itself
@@ -88,17 +95,29 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
     steps = data.train.steps(batch_size, ctx.world_size)
     if options.max_steps is not None:
         steps = min(steps, options.max_steps)
-    optimiser, schedule = make_optimiser(recipe, model, optimiser_steps_per_epoch(steps, recipe))
+    rates = learning_rates(model, graph, tuning, recipe.lr)
+    try:
+        optimiser, schedule = make_optimiser(recipe, model, optimiser_steps_per_epoch(steps, recipe), rates)
+    except ValueError:  # no parameter left to train
+        raise TrainError(f"every parameter of {graph.name} is frozen; leave some to train (--freeze, "
+                         "--freeze-backbone, frozen=true in the spec)") from None
     trainer = Trainer(trained, CompiledOrEager(trained, recipe.compile, log), graph, recipe, optimiser, schedule, ctx,
                       scaler=torch.amp.GradScaler(ctx.device.type) if recipe.precision == "fp16" else None,
                       ema=make_ema(recipe, model, ctx.world_size, batch_size),
-                      mixing=make_mixing(recipe, data.classes))
+                      mixing=make_mixing(recipe, data.classes), held_norms=held_norms(model, frozen_names))
     config = run_config(graph, recipe, data, ctx, options)
-    history = restore(checkpoint, graph, config, folder.last, trainer) if checkpoint else []
+    if init is not None:
+        config["init"] = init.as_json()
+    history = restore(checkpoint, graph, config, folder.last, trainer, optimiser_steps_per_epoch(steps, recipe),
+                      log) if checkpoint else []
     trainer.optimiser_steps = len(history) * optimiser_steps_per_epoch(steps, recipe)
     if ctx.main:
         folder.start(config, history)
     log(startup_line(graph, model, ctx, data, recipe, batch_size, folder, time.perf_counter() - began))
+    if init is not None:
+        log(init.line())
+    for line in tuning_lines(model, graph, tuning, frozen, trainer.held_norms, rates, recipe):
+        log(line)
     if checkpoint:
         log(f"resuming {graph.name} from {folder.last} after epoch {checkpoint['epoch']}")
 
@@ -117,7 +136,7 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
             metrics = {"epoch": epoch, **metrics, **validate(trainer, data, batch_size)}
             # the images of the training and validation sets that this epoch could not read, in every process
             skipped = distributed.gathered(data.skipped()[skipped_before:], ctx)
-            metrics = {**metrics, "lr": optimiser.param_groups[0]["lr"],
+            metrics = {**metrics, **learning_rate_metrics(optimiser, model, graph, rates),
                        "train_seconds": (history[-1]["train_seconds"] if history else 0.0) + metrics["epoch_seconds"],
                        "skipped_images": len(set(skipped))}
             for image in [s for s in dict.fromkeys(skipped) if s not in named]:  # each named once, in order
@@ -134,8 +153,47 @@ def training_run(ctx: distributed.Context, graph: Graph, recipe: Recipe, folder:
     test = test_chosen(trainer, data, folder, result, batch_size, log)
     if ctx.main and test:
         folder.write_metrics(history, test)
-    outcome = {key: test[key] for key in ("test_loss", "test_accuracy", "test_images")} if test else {}
+        unreadable = getattr(data.test, "unreadable", [])
+        if unreadable:  # config.json counted the files; the test figures count the images evaluated
+            folder.record({**config, "test_images": data.test.images, "test_skipped": unreadable}, history)
+    outcome = {key: test[key] for key in ("test_loss", "test_accuracy", "test_images", "test_top5_accuracy",
+                                          "test_miou") if key in test} if test else {}
     return {**result, **outcome, "run": str(folder.path), "skipped_images": len(set(data.skipped()))}
+
+
+def learning_rate_metrics(optimiser, model: torch.nn.Module, graph: Graph, rates) -> dict:
+    """The epoch's last learning rate: `lr`, the rest of the network's, and `lr_head` when the head has its
+    own."""
+    if rates is None:
+        return {"lr": optimiser.param_groups[0]["lr"]}
+    heads = head_layers(graph)
+    head = {id(p) for name, p in model.named_parameters() if in_layers(name, heads)}
+    found = {}
+    for group in optimiser.param_groups:
+        key = "lr_head" if id(group["params"][0]) in head else "lr"
+        found.setdefault(key, group["lr"])
+    return {"lr": found.get("lr", found.get("lr_head")), **({"lr_head": found["lr_head"]} if "lr_head" in found
+                                                               else {})}
+
+
+def tuning_lines(model: torch.nn.Module, graph: Graph, tuning: FineTune, frozen: int, norms: list, rates,
+                 recipe: Recipe) -> list[str]:
+    """What the fine-tuning settings did, in words, after the start-up line."""
+    lines = []
+    if frozen:
+        total = sum(p.numel() for p in model.parameters())
+        how = [f"--freeze {' '.join(tuning.freeze)}"] if tuning.freeze else []
+        how += ["--freeze-backbone"] if tuning.freeze_backbone else []
+        held = (f"; {len(norms)} batch norm{'s keep their' if len(norms) != 1 else ' keeps its'} running "
+                "statistics") if norms else ""
+        lines.append(f"frozen: {frozen:,} of {total:,} parameters ({', '.join(how)}){held}")
+    if rates is not None:
+        heads = head_layers(graph)
+        head_lr = tuning.lr_head if tuning.lr_head is not None else recipe.lr
+        rest = recipe.lr * (tuning.backbone_lr_factor if tuning.backbone_lr_factor is not None else 1.0)
+        lines.append(f"learning rates: the head ({', '.join(heads)}) {head_lr:g}, the rest {rest:g}; the "
+                     f"schedule ({recipe.schedule}) scales each")
+    return lines
 
 
 def on_device(model: torch.nn.Module, graph: Graph, device: torch.device) -> torch.nn.Module:
@@ -168,12 +226,15 @@ def validate(trainer: Trainer, data: TrainingData, batch_size: int) -> dict:
     if data.val is None:
         return {}
     size = max(batch_size, 256)
-    loss, accuracy = evaluate(trainer.module, trainer.graph, trainer.recipe, data.val, data.pixels, size, trainer.ctx)
-    metrics = {"val_loss": loss, "val_accuracy": accuracy}
-    if trainer.ema is not None:
-        loss, accuracy = evaluate(trainer.ema.module, trainer.graph, trainer.recipe, data.val, data.pixels, size,
-                                  trainer.ctx)
-        metrics |= {"ema_val_loss": loss, "ema_val_accuracy": accuracy}
+    metrics = {}
+    ema = trainer.ema.module if trainer.ema is not None else None
+    for prefix, module in (("val", trainer.module), ("ema_val", ema)):
+        if module is None:
+            continue
+        result = evaluate_split(module, trainer.graph, trainer.recipe, data.val, data.pixels, size, trainer.ctx)
+        metrics |= {f"{prefix}_loss": result.loss, f"{prefix}_accuracy": result.accuracy}
+        if result.task == "segmentation":
+            metrics[f"{prefix}_miou"] = result.miou
     return metrics
 
 
@@ -187,11 +248,16 @@ def test_chosen(trainer: Trainer, data: TrainingData, folder: RunFolder, chosen:
     model.load_state_dict(folder.best_state)
     if uses_channels_last(trainer.recipe, trainer.ctx.device):
         model = model.to(memory_format=torch.channels_last)
-    loss, accuracy = evaluate(model, trainer.graph, trainer.recipe, data.test, data.pixels, max(batch_size, 256),
-                              trainer.ctx, log=log)  # each unreadable test image named once
+    result = evaluate_split(model, trainer.graph, trainer.recipe, data.test, data.pixels, max(batch_size, 256),
+                            trainer.ctx, log=log)  # each unreadable test image named once
+    loss, accuracy = result.loss, result.accuracy
     test = {"split": "test", "weights": "best.pt", "selected": chosen["selected"], "epoch": chosen["best_epoch"],
-            "test_loss": loss, "test_accuracy": accuracy, "test_images": data.test.images}
-    log(f"test: {accuracy:.2%} (loss {loss:.4f}, {data.test.images:,} images) with best.pt, the "
+            "test_loss": loss, "test_accuracy": accuracy, "test_images": data.test.images,
+            **({"test_top5_accuracy": result.top5} if result.top5 is not None else {}),
+            **({"test_miou": result.miou} if result.task == "segmentation" else {})}
+    figure = f"mIoU {result.miou:.2%}, pixel accuracy {accuracy:.2%}" if result.task == "segmentation" else \
+        f"{accuracy:.2%}" + (f" (top-5 {result.top5:.2%})" if result.top5 is not None else "")
+    log(f"test: {figure} (loss {loss:.4f}, {data.test.images:,} images) with best.pt, the "
         f"{'EMA weights' if chosen['selected'] == 'ema' else 'weights'} of epoch {chosen['best_epoch']}"
         f"{' (chosen on validation)' if data.val is not None else ' (the last epoch: no validation set)'}")
     return test
@@ -208,6 +274,8 @@ def startup_line(graph: Graph, model: torch.nn.Module, ctx: distributed.Context,
 
 def epoch_line(m: dict, epochs: int) -> str:
     held_out = f" | val loss {m['val_loss']:.4f} acc {m['val_accuracy']:.2%}" if "val_accuracy" in m else ""
+    if "val_miou" in m:
+        held_out += f" mIoU {m['val_miou']:.2%}"
     if "ema_val_accuracy" in m:
         held_out += f" (EMA {m['ema_val_accuracy']:.2%})"
     return (f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.2%}"
@@ -215,8 +283,10 @@ def epoch_line(m: dict, epochs: int) -> str:
 
 
 def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, data_dir: str | None,
-                     device: str = "auto", download: bool = False, data_options: DataOptions | None = None) -> dict:
-    """Test loss and accuracy of saved weights (a best.pt/last.pt, or a plain state_dict), in one process."""
+                     device: str = "auto", download: bool = False, data_options: DataOptions | None = None,
+                     log=None) -> dict:
+    """Test loss and accuracy of saved weights (a best.pt/last.pt, or a plain state_dict), in one process. Each
+    test image that cannot be read is named to `log` and left out of the figures and the count."""
     from netspec.backends.torch import WeightsError, load_weights
 
     ctx = distributed.Context(distributed.pick_device(device))
@@ -233,22 +303,18 @@ def evaluate_weights(graph: Graph, weights: Path | list[str], recipe: Recipe, da
     except WeightsError as err:
         raise TrainError(str(err)) from None
     model = on_device(model, graph, ctx.device)
-    loss, accuracy = evaluate(model, graph, recipe, data.test, data.pixels, 512, ctx)
-    return {"network": graph.name, "dataset": data.name, "test_images": data.test.images, "test_loss": loss,
-            "test_accuracy": accuracy}
+    result = evaluate_split(model, graph, recipe, data.test, data.pixels, 512, ctx, log=log)
+    return {"network": graph.name, "dataset": data.name, "test_images": data.test.images, "test_loss": result.loss,
+            "test_accuracy": result.accuracy, "test_top5_accuracy": result.top5, "task": result.task,
+            "classes": list(data.class_names), "per_class": result.per_class(),
+            "confusion": result.confusion.tolist(),
+            **({"iou": result.iou(), "miou": result.miou} if result.task == "segmentation" else {})}
 
 
 def saved_normalization(weights: Path | str | list) -> tuple[list[float], list[float]] | None:
     """The normalisation a netspec checkpoint's run used (its config.json's), for weights given as one file."""
-    entries = [weights] if isinstance(weights, (str, Path)) else list(weights)
-    if len(entries) != 1 or not Path(entries[0]).is_file():
-        return None
-    try:
-        checkpoint = torch.load(entries[0], map_location="cpu", weights_only=True)
-    except Exception:  # not a checkpoint: load_weights says so
-        return None
-    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
-    normalization = config.get("normalization") if isinstance(config, dict) else None
-    if not normalization or not {"mean", "std"} <= set(normalization):
+    config = saved_config(weights)
+    normalization = config.get("normalization") if config else None
+    if not isinstance(normalization, dict) or not {"mean", "std"} <= set(normalization):
         return None
     return list(normalization["mean"]), list(normalization["std"])

@@ -47,6 +47,10 @@ def prepare(graph: Graph, recipe: Recipe, data_dir: str | None, download: bool, 
             options: DataOptions) -> TrainingData:
     """The run's data, checked against the network, split, and ready to be batched on `ctx.device`."""
     mode = choose_mode(recipe, options.mode)
+    if len(graph.node(graph.output).shape) == 3:  # a class score per pixel: image and mask pairs
+        from netspec.train import segmentation
+
+        return segmentation.from_files(graph, recipe, data_dir, ctx, options, mode)
     if recipe.data in FILE_DATA:
         from netspec.train import files  # decodes with torchvision: imported only for image files
 
@@ -62,9 +66,11 @@ def _from_tensors(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, ctx: 
     test_x, test_y = dataset.test_x[:limit], dataset.test_y[:limit]
     val = val[:limit]
     if mode == "memory":
-        return in_memory(graph, recipe, dataset, (dataset.train_x[train], dataset.train_y[train]),
+        data = in_memory(graph, recipe, dataset, (dataset.train_x[train], dataset.train_y[train]),
                          (dataset.train_x[val], dataset.train_y[val]), (test_x, test_y), ctx, validation_from,
                          options.statistics)
+        data.class_names = datasets.class_names(dataset.name, dataset.classes)
+        return data
     from netspec.train import streamed  # torchvision's transforms: imported only when streaming
 
     return streamed.from_tensors(graph, recipe, dataset, train, val, (test_x, test_y), ctx, options, mode,

@@ -102,6 +102,11 @@ class TrainingData:
     pixels: Callable[[torch.Tensor], torch.Tensor]
     validation_from: str  # where the validation images came from, in words
     statistics: dict = field(default_factory=dict)  # the normalisation's mean and std, for config.json
+    class_names: list[str] = field(default_factory=list)  # what each output means, by index
+    # How evaluation brings an image to the network's size: None, the images are that size (less the recipe's
+    # padding) and are padded; else the shorter side is resized to this and the centre cropped.
+    eval_resize: int | None = None
+    task: str = "classification"  # or "segmentation": a class score per pixel, masks as labels
 
     def skipped(self) -> list[str]:
         return [s for split in (self.train, self.val, self.test) if split is not None for s in split.skipped]

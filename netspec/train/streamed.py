@@ -20,7 +20,7 @@ from netspec.train.distributed import Context
 from netspec.train.errors import TrainError
 from netspec.train.memory import fit_classes, pixel_statistics
 from netspec.train.splits import DataOptions, Split, TrainingData, evaluation_shard
-from netspec.train.transforms import fits_once_padded, network_transform
+from netspec.train.transforms import eval_resize, fits_once_padded, network_transform
 
 
 class StreamedSplit(Split):
@@ -77,10 +77,12 @@ def from_tensors(graph: Graph, recipe: Recipe, dataset: datasets.Dataset, train:
                              loader_workers(options))
 
     test_x, test_y = test
+    same_size = fits_once_padded(graph, recipe, *dataset.shape[-2:])
     return TrainingData(dataset.name, mode, dataset.classes, split(train_x[train], dataset.train_y[train], True),
                         split(train_x[val], dataset.train_y[val], False) if len(val) else None,
                         split(test_x, test_y, False), make_pixels(recipe, mean, std, ctx), validation_from,
-                        {"mean": mean, "std": std})
+                        {"mean": mean, "std": std}, datasets.class_names(dataset.name, dataset.classes),
+                        None if same_size else eval_resize(recipe, tuple(graph.input_shape[1:])))
 
 
 def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from netspec.backends.torch.expressions import Call, Named, Repeat
-from netspec.backends.torch.naming import camel_case, free_class_name, local_name
+from netspec.backends.torch.naming import camel_case, free_class_name, local_name, network_class_name
 from netspec.backends.torch.statements import StatementBuilder
 from netspec.backends.torch.structure import LABELS, Class, Instance, Scopes, Stmt, sequential_children
 from netspec.backends.torch.writer import ClassWriter
@@ -22,15 +22,16 @@ class ClassPlanner:
         self.scopes = scopes
         self.graph = scopes.graph
         self.builder = builder
-        self.class_names: set[str] = {self.graph.name}
-        self.writer = ClassWriter(scopes, self.class_names)
+        self.network_class = network_class_name(self.graph.name)
+        self.class_names: set[str] = {self.network_class}
+        self.writer = ClassWriter(scopes, self.class_names, self.network_class)
         self.classes: list[tuple[Class, list[str]]] = []
 
     def run(self) -> None:
         """Builds the instances and writes their classes, each family after the families it uses."""
         families: dict[tuple, list[Instance]] = {}
         for inst in self.scopes.instances.values():
-            families.setdefault(inst.family, []).append(inst)
+            families.setdefault(self._family(inst), []).append(inst)
         done: set[tuple] = set()
 
         def process(family: tuple) -> None:
@@ -40,13 +41,23 @@ class ClassPlanner:
             for inst in families[family]:
                 for kind, name in inst.items:
                     if kind == "scope":
-                        process(self.scopes.instances[name].family)
+                        process(self._family(self.scopes.instances[name]))
             for inst in sorted(families[family], key=lambda i: self._runs_at(i.path)):
                 self.builder.build(inst)
             self._classes(family, families[family])
 
         for family in sorted(families, key=lambda f: self._runs_at(families[f][0].path)):
             process(family)
+
+    def _family(self, inst: Instance) -> tuple:
+        """The instance's family; a block that calls itself has one family per level of its recursion, since a
+        class is written after the classes it uses (Tree, Tree_2, ... from the innermost)."""
+        level, path = 0, inst.path
+        while path:
+            path = path.rpartition(".")[0]
+            enclosing = self.scopes.instances.get(path)
+            level += enclosing is not None and enclosing.family == inst.family
+        return inst.family + (level,) if level else inst.family
 
     def _runs_at(self, scope: str) -> int:
         """Where the scope's first layer runs: instances and families are taken in that order."""
@@ -72,7 +83,7 @@ class ClassPlanner:
                 groups.append((Class("", [inst], inst.kind), self._template(inst)))
         for cls, template in groups:
             if family[0] == "network":
-                cls.name = self.graph.name
+                cls.name = self.network_class
             else:
                 base = family[1] if family[0] == "block" else camel_case(family[2] if family[2] != "#" else "group")
                 cls.name = free_class_name(base, self.class_names)

@@ -357,3 +357,165 @@ class Reduce(nn.Module):
 
     def forward(self, x):
         return getattr(torch, self.reduction)(x, dim=self.dims, keepdim=True)
+
+
+class Slice(nn.Module):
+    """`length` entries of dimension `dim` from `start` on (x.narrow): a slice of channels, rows or columns."""
+
+    def __init__(self, dim, start, length):
+        super().__init__()
+        self.dim, self.start, self.length = dim, start, length
+
+    def forward(self, x):
+        return x.narrow(self.dim, self.start, self.length)
+
+
+class Split(nn.Module):
+    """The index-th piece of torch.split(x, sizes, dim=1): uneven channel slices."""
+
+    def __init__(self, sizes, index):
+        super().__init__()
+        self.sizes, self.index = list(sizes), index
+
+    def forward(self, x):
+        return torch.split(x, self.sizes, dim=1)[self.index]
+
+
+class PadChannels(nn.Module):
+    """`before` channels of zeros in front and `after` behind (F.pad on dimension 1 of a map or a vector)."""
+
+    def __init__(self, before, after):
+        super().__init__()
+        self.before, self.after = before, after
+
+    def forward(self, x):
+        # F.pad lists the last dimension first: the spatial ones, if any, are left alone
+        return nn.functional.pad(x, [0, 0] * (x.ndim - 2) + [self.before, self.after])
+
+
+class Sqrt(nn.Module):
+    def forward(self, x):
+        return torch.sqrt(x)
+
+
+class Pow(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return torch.pow(x, self.p)
+
+
+class Exp(nn.Module):
+    def forward(self, x):
+        return torch.exp(x)
+
+
+class Log(nn.Module):
+    def forward(self, x):
+        return torch.log(x)
+
+
+class PNorm(nn.Module):
+    """The p-norm over `dims`, kept: torch.linalg.vector_norm(x, p, dims, keepdim=True)."""
+
+    def __init__(self, p, dims):
+        super().__init__()
+        self.p, self.dims = p, tuple(dims)
+
+    def forward(self, x):
+        return torch.linalg.vector_norm(x, self.p, dim=self.dims, keepdim=True)
+
+
+class PositionSoftmax(nn.Module):
+    """A softmax over all the positions of each channel of a [B, C, H, W] map (a spatial softmax)."""
+
+    def forward(self, x):
+        return x.flatten(2).softmax(dim=2).reshape(x.shape)
+
+
+class GroupSoftmax(nn.Module):
+    """A softmax within each of `groups` equal runs of channels. With `radix`, each group holds `radix` splits of
+    equal size and the softmax runs across the splits, channel by channel; the result is ordered split first, then
+    group, as ResNeSt's rSoftMax (timm's RadixSoftmax) returns it."""
+
+    def __init__(self, groups, radix=None):
+        super().__init__()
+        self.groups, self.radix = groups, radix
+
+    def forward(self, x):
+        batch = x.shape[0]
+        if self.radix is None:  # [B, groups, C / groups, H, W]: over the group's channels, at each position
+            return x.reshape(batch, self.groups, -1, *x.shape[2:]).softmax(dim=2).reshape(x.shape)
+        # timm's RadixSoftmax: [B, groups, radix, rest] -> [B, radix, groups, rest], over the radix
+        split = x.reshape(batch, self.groups, self.radix, -1).transpose(1, 2)
+        return split.softmax(dim=1).reshape(x.shape)
+
+
+class StdConv2d(nn.Conv2d):
+    """A convolution whose weights are standardised per output channel (mean 0, variance 1, eps added to the
+    variance) at every call: timm's StdConv2d (Big Transfer), written out so that it exports to ONNX."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 eps=1e-6):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias)
+        self.eps = eps
+
+    def standardised_weight(self):
+        mean = self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        variance = self.weight.var(dim=(1, 2, 3), unbiased=False, keepdim=True)  # as F.batch_norm normalises
+        return (self.weight - mean) / torch.sqrt(variance + self.eps)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.standardised_weight(), self.bias, self.stride, self.padding, self.dilation,
+                                    self.groups)
+
+
+class ScaledStdConv2d(StdConv2d):
+    """timm's ScaledStdConv2d (NFNet, Brock et al. 2021): the standardised weight times a learnt per-channel `gain`
+    and gamma / sqrt(fan-in). The state_dict is timm's: weight, bias, gain ([out, 1, 1, 1])."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 gamma=1.0, eps=1e-6, gain_init=1.0):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias, eps=eps)
+        self.gain = nn.Parameter(torch.full((out_channels, 1, 1, 1), gain_init))
+        self.scale = gamma * self.weight[0].numel() ** -0.5
+
+    def standardised_weight(self):
+        return super().standardised_weight() * (self.gain * self.scale)
+
+
+class Tokens(nn.Module):
+    """A [B, C, H, W] map as a sequence of H*W tokens of C numbers, [B, H*W, C], row by row: torchvision's ViT
+    `x.reshape(n, hidden_dim, h * w).permute(0, 2, 1)` after its patch-embedding convolution."""
+
+    def forward(self, x):
+        return x.flatten(2).transpose(1, 2)
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """Multi-head self-attention over tokens [B, N, D]: nn.MultiheadAttention (the same parameters, in_proj_weight
+    [3D, D] holding the query, key and value projections, in_proj_bias, out_proj) with the tokens as query, key
+    and value, as torchvision's ViT calls it. Each head h of the `num_heads` takes D / num_heads of the projected
+    numbers: softmax(q_h k_h^T / sqrt(D / num_heads)) v_h, the heads joined and projected by out_proj."""
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True):
+        super().__init__(embed_dim, num_heads, dropout=dropout, bias=bias, batch_first=True)
+
+    def forward(self, x):
+        attended, _ = super().forward(x, x, x, need_weights=False)
+        return attended
+
+
+class Token(nn.Module):
+    """The index-th token of each sample, [B, N, D] -> [B, D]: ViT's class token, x[:, 0]."""
+
+    def __init__(self, index=0):
+        super().__init__()
+        self.index = index
+
+    def forward(self, x):
+        return x[:, self.index]

@@ -16,13 +16,17 @@ import torch
 from torch import fx, nn
 
 from netspec.backends.torch import layers as torch_layers
+from netspec.backends.torch.naming import RESERVED, is_identifier
 from netspec.ground.errors import ToolError, first_line
 from netspec.ground.files import NotARegularFile, open_regular
 from netspec.ir import Graph
 from netspec.ops import OPS
 from netspec.ops.base import TorchFunction, TorchLayer, TorchParameter
+from netspec.analysis.passes.paths import module_path_problems
 
-FUNCTIONS = {"add": operator.add, "mul": operator.mul, "cat": torch.cat, "flatten": torch.flatten}
+# Element-wise operators between values, applied left to right: `a - b - c` is (a - b) - c.
+OPERATORS = {"add": operator.add, "mul": operator.mul, "sub": operator.sub, "div": operator.truediv}
+FUNCTIONS = {**OPERATORS, "cat": torch.cat, "flatten": torch.flatten}
 
 
 def layer_class(name: str) -> type[nn.Module]:
@@ -39,7 +43,19 @@ def build_layer(spec: TorchLayer, frozen: bool) -> nn.Module:
 
 
 def build_parameter(spec: TorchParameter, frozen: bool) -> nn.Parameter:
-    return nn.Parameter(torch.full(spec.shape, spec.init), requires_grad=not frozen)
+    value = torch.normal(spec.init, spec.std, size=spec.shape) if spec.std > 0 else torch.full(spec.shape, spec.init)
+    return nn.Parameter(value, requires_grad=not frozen)
+
+
+def combine_parameter(fx_graph: fx.Graph, spec: TorchParameter, x: fx.Node, name: str) -> fx.Node:
+    """The input and a bare parameter combined as `spec.combine` says: x * p, x + p, or p put in front of the
+    tokens, once per sample (ViT's class token: torch.cat([p.expand(batch, -1, -1), x], dim=1))."""
+    parameter = fx_graph.get_attr(name)
+    if spec.combine == "prepend":
+        batch = fx_graph.call_method("size", (x, 0))
+        expanded = fx_graph.call_method("expand", (parameter, batch, -1, -1))
+        return fx_graph.call_function(torch.cat, ([expanded, x],), {"dim": 1})
+    return fx_graph.call_function(operator.add if spec.combine == "add" else operator.mul, (x, parameter))
 
 
 def _scope(root: nn.Module, qualified: str) -> tuple[nn.Module, str]:
@@ -69,6 +85,18 @@ def layers(graph: Graph) -> dict[str, TorchLayer | TorchFunction | TorchParamete
 
 class ModuleTooLarge(ToolError):
     """A network whose weights do not fit in this machine's memory (check accepts any size)."""
+
+
+class ModulePathError(ToolError):
+    """A dotted label (`convs.0`) whose containers cannot be built: the message names the label and why."""
+
+
+def check_module_paths(graph: Graph, implementations: dict | None = None) -> None:
+    """Raise ModulePathError for a dotted label the containers cannot hold (netspec.analysis.passes.paths, which
+    check already ran on graphs it loaded: this guards graphs built or changed by other means)."""
+    problems = module_path_problems(graph)
+    if problems:
+        raise ModulePathError(problems[0][1])
 
 
 def parameter_count(graph: Graph) -> int:
@@ -112,16 +140,19 @@ def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
 
 
 def build_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
+    implementations = layers(graph)
+    check_module_paths(graph, implementations)
     if seed is not None:
         torch.manual_seed(seed)
     root = nn.Module()
     fx_graph = fx.Graph()
     values: dict[str, fx.Node] = {}
-    implementations = layers(graph)
     labels = None
     for node in graph.nodes:
         if node.op == "input":
-            values[node.name] = fx_graph.placeholder(node.name)
+            # the forward's parameter: the input's name, unless Python or the file needs it (`input self: ...`)
+            values[node.name] = fx_graph.placeholder(node.name if is_identifier(node.name)
+                                                      and node.name not in RESERVED else "x")
             values[node.name].meta["netspec_name"] = node.name
             if graph.takes_labels():
                 labels = fx_graph.placeholder("labels_" if node.name == "labels" else "labels", default_value=None)
@@ -134,7 +165,7 @@ def build_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
             fn = FUNCTIONS[impl.fn]
             if impl.fn == "cat":
                 value = fx_graph.call_function(fn, (list(args),), impl.kwargs)
-            elif impl.fn in ("add", "mul"):  # one operator per extra operand: `a + b` or `a * b` when generated
+            elif impl.fn in OPERATORS:  # one operator per extra operand: `a + b` or `a / b` when generated
                 value = args[0]
                 for other in args[1:]:
                     value = fx_graph.call_function(fn, (value, other))
@@ -143,7 +174,7 @@ def build_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
         elif isinstance(impl, TorchParameter):
             parent, leaf = _scope(root, node.name)
             parent.register_parameter(leaf, build_parameter(impl, node.args.frozen))
-            value = fx_graph.call_function(operator.mul, (args[0], fx_graph.get_attr(node.name)))
+            value = combine_parameter(fx_graph, impl, args[0], node.name)
         else:
             _install(root, node.name, build_layer(impl, node.args.frozen))
             value = fx_graph.call_module(node.name, args)

@@ -49,9 +49,22 @@ def free_attribute(base: str, taken: set[str]) -> str:
     return name
 
 
+def network_class_name(name: str) -> str:
+    """The network's class in the generated file: its name, unless the file needs that name for something else
+    (`network torch` would hide the torch module, `network __class__` Python's own class cell)."""
+    if is_identifier(name) and name not in RESERVED and name not in vars(torch_layers) and not _dunder(name):
+        return name
+    return f"{name.strip('_') or 'network'}_network"
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
 def free_class_name(base: str, taken: set[str]) -> str:
     """The block's name; a second class of one block (its instances differ in layers) gets _2, and so on.
     The name is added to `taken`."""
+    base = base.strip("_") if _dunder(base) else base  # `__class__` would be Python's class cell in each method
     base = base if is_identifier(base) else "Block"
     name, k = base, 2
     while name in RESERVED or name in vars(torch_layers) or name in taken:

@@ -16,6 +16,8 @@ from netspec.backends.torch import layers as torch_layers
 from netspec.backends.torch.expressions import Call, Frozen, Literal, Named, Ref, Repeat, strict
 
 WIDTH = 110  # longest line the printer writes before it breaks a call over several lines
+# torch's containers, which the writer builds from dotted names (writer.py); their members are printed a line each
+CONTAINERS = ("nn.ModuleList", "nn.ModuleDict", "nn.ParameterList", "nn.ParameterDict")
 
 _SIGNATURES: dict[str, list[inspect.Parameter] | None] = {}
 
@@ -50,6 +52,10 @@ def _parts(value: Any) -> tuple[str, list[tuple[str, Any]], str] | None:
     if isinstance(value, Frozen):
         parts = _parts(value.module)
         return None if parts is None else (parts[0], parts[1], parts[2] + ".requires_grad_(False)")
+    if isinstance(value, Call) and value.callee in CONTAINERS and not value.kwargs and len(value.args) == 1:
+        # nn.ModuleList([...]) and nn.ModuleDict(OrderedDict([...])): broken inside the brackets, a member a line
+        head, items, tail = _parts(value.args[0])
+        return f"{value.callee}({head}", items, f"{tail})"
     if isinstance(value, Call):
         items: list[tuple[str, Any]] = [("", a) for a in value.args]
         signature = constructor_parameters(value.callee)
@@ -136,7 +142,7 @@ def printed(value: Any, indent: int, lead: str = "", trail: str = "") -> list[st
     lines = [pad + lead + head]
     items = _repeats(items)
     # short arguments: as many a line as fit
-    if head not in ("nn.Sequential(", "super().__init__(", "OrderedDict([") and all(
+    if head not in ("nn.Sequential(", "super().__init__(", "OrderedDict([") and not head.startswith(CONTAINERS) and all(
             prefix != "*" and len(flat(item)) <= 40 for prefix, item in items):
         line = pad + "   "
         for prefix, item in items:

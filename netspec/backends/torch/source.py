@@ -22,6 +22,7 @@ from pathlib import Path
 
 from netspec.backends.torch.classes import ClassPlanner
 from netspec.backends.torch.helpers import helper_sources
+from netspec.backends.torch.module import check_module_paths
 from netspec.backends.torch.statements import StatementBuilder
 from netspec.backends.torch.structure import Scopes
 from netspec.ir import Graph
@@ -30,6 +31,7 @@ from netspec.ir import Graph
 def to_python(graph: Graph) -> str:
     """A standalone .py file (only torch imported) that defines the same module as `to_module`."""
     builder = StatementBuilder(Scopes(graph))
+    check_module_paths(graph, builder.impls)
     planner = ClassPlanner(builder.scopes, builder)
     planner.run()
     classes = [line for _, lines in planner.classes for line in ["", "", *lines]]

@@ -42,7 +42,9 @@ class StatementBuilder:
         impl, node = self.impls[name], self.scopes.nodes[name]
         if isinstance(impl, TorchParameter):
             kwargs = (("requires_grad", False),) if node.args.frozen else ()
-            return Call("nn.Parameter", kwargs, (Call("torch.full", (), (tuple(impl.shape), impl.init)),))
+            value = (Call("torch.normal", (("size", tuple(impl.shape)),), (impl.init, impl.std)) if impl.std > 0
+                     else Call("torch.full", (), (tuple(impl.shape), impl.init)))
+            return Call("nn.Parameter", kwargs, (value,))
         if impl.cls in vars(torch_layers):
             self.used_helpers.add(impl.cls)
             callee = impl.cls
@@ -71,6 +73,7 @@ class StatementBuilder:
             return ("in", position[value]) if value in position else ("v", local_name(scope, value))
 
         raw = []  # (ref, inputs, outputs, what, construction)
+        combines: dict[str, str] = {}  # a bare parameter that is added or put in front rather than multiplied
         for kind, name in inst.items:
             local = local_name(scope, name)
             if kind == "scope":
@@ -84,6 +87,8 @@ class StatementBuilder:
                 raw.append((local, inputs, (local,), ("fn", impl.fn, tuple(sorted(impl.kwargs.items()))), None))
             elif isinstance(impl, TorchParameter):
                 raw.append((local, inputs, (local,), "param", self.construction(name)))
+                if impl.combine != "mul":
+                    combines[local] = impl.combine
             else:
                 raw.append((local, inputs, (local,), "stateless" if self._stateless(impl) else "module",
                             self.construction(name)))
@@ -93,22 +98,23 @@ class StatementBuilder:
                  and all(ins == ((("in", 0),) if k == 0 else (("v", raw[k - 1][2][0]),))
                          for k, (_, ins, _, _, _) in enumerate(raw)))
         # A chain is an nn.Sequential when its names are numbers, or when a layer with state has a name that
-        # cannot be an attribute; otherwise a class with named attributes reads better.
+        # cannot be an attribute; otherwise a class with named attributes reads better. A dotted name is a path
+        # through containers (`convs.0`), which only a class holds (writer.py).
         names = [local for local, *_ in raw]
         odd = any(not is_identifier(local) for local, _, _, what, _ in raw if what != "stateless")
-        if chain and (all(n.isdecimal() for n in names) or odd):
+        if chain and not any("." in n for n in names) and (all(n.isdecimal() for n in names) or odd):
             inst.kind, inst.names = "sequential", tuple(names)
             inst.children = [built for *_, built in raw]
             return
-        taken = {local for local, _, _, what, _ in raw if what in ("module", "param", "scope")
-                 or (what == "stateless" and is_identifier(local))}
+        taken = {local.split(".")[0] for local, _, _, what, _ in raw if what in ("module", "param", "scope")
+                 or (what == "stateless" and (is_identifier(local) or "." in local))}
         stateless: dict[Any, str] = {}  # construction -> the attribute that holds it
         for local, inputs, outputs, what, built in raw:
             if isinstance(what, tuple):
                 inst.stmts.append(Stmt(local, inputs, outputs, what))
                 continue
             attr = local
-            if what == "stateless":
+            if what == "stateless" and "." not in local:  # a dotted one keeps its place in its container
                 key = strict(built)
                 if is_identifier(local):
                     stateless.setdefault(key, local)
@@ -119,8 +125,11 @@ class StatementBuilder:
                     taken.add(attr)
                     stateless[key] = attr
             inst.attrs.setdefault(attr, built)
-            inst.stmts.append(Stmt(local, inputs, outputs, ("param" if what == "param" else
-                                                            "scope" if what == "scope" else "module", attr)))
+            if what == "param":
+                how = ("param", attr, combines[local]) if local in combines else ("param", attr)
+            else:
+                how = ("scope" if what == "scope" else "module", attr)
+            inst.stmts.append(Stmt(local, inputs, outputs, how))
 
     def _stateless_name(self, inst: Instance, local: str) -> str:
         """An attribute name for a stateless layer whose own name cannot be one: the block parameter that chose

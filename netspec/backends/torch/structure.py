@@ -25,7 +25,8 @@ class Stmt:
     ref: str  # the layer's or child scope's name in the scope
     inputs: tuple[tuple[str, Any], ...]
     outputs: tuple[str, ...]
-    # ("module", attr) | ("param", attr) | ("fn", fn, kwargs) | ("scope", attr) | ("optional", attr, fn, kwargs)
+    # ("module", attr) | ("param", attr) | ("param", attr, "add" or "prepend") | ("fn", fn, kwargs) | ("scope", attr)
+    # | ("optional", attr, fn, kwargs)
     how: tuple
 
 

@@ -8,20 +8,25 @@ from __future__ import annotations
 from typing import Any
 
 from netspec.backends.torch import layers as torch_layers
-from netspec.backends.torch.expressions import Call, Literal
+from netspec.backends.torch.expressions import Call, Literal, Named
 from netspec.backends.torch.naming import RESERVED, is_identifier, local_name
 from netspec.backends.torch.parameters import NO_DEFAULT, Resolver, merge
 from netspec.backends.torch.printing import flat, printed, scalar_literal, string_literal
-from netspec.backends.torch.structure import LABELS, Class, Scopes, Stmt, sequential_children
+from netspec.backends.torch.structure import LABELS, Class, Instance, Scopes, Stmt, sequential_children
+
+
+# How a forward writes each element-wise operator of module.OPERATORS: `a - b - c`, left to right as Python reads it.
+OPERATOR_SIGNS = {"add": " + ", "mul": " * ", "sub": " - ", "div": " / "}
 
 
 class ClassWriter:
     """Writes the classes of one graph; `class_names` are the names of the classes the file defines."""
 
-    def __init__(self, scopes: Scopes, class_names: set[str]):
+    def __init__(self, scopes: Scopes, class_names: set[str], network_class: str):
         self.scopes = scopes
         self.graph = scopes.graph
         self.class_names = class_names
+        self.network_class = network_class  # the network's own class (its name, unless the file needs that)
 
     def render(self, cls: Class, inline: bool = False) -> list[str] | None:
         """The class's source. With `inline`, None for a Sequential that needs parameters no block parameter
@@ -43,16 +48,22 @@ class ClassWriter:
             for stmt in cls.stmts:
                 if stmt.how[0] != "fn" and stmt.how[1] not in attrs:
                     attrs.append(stmt.how[1])
-            for attr in attrs:
+            bare = {stmt.how[1] for stmt in cls.stmts if stmt.how[0] == "param"}
+            for attr, tree in containers(attrs):
+                if tree is not None:  # dotted names: nn.ModuleList / nn.ModuleDict built in one statement
+                    values = [container(tree, inst, bare) for inst in cls.instances]
+                    value = resolver.resolve(merge(values, list(range(len(values))), attr))
+                    body += assignment(attr, value, False)
+                    continue
                 members = [k for k, inst in enumerate(cls.instances) if attr in inst.attrs]
                 values = [cls.instances[k].attrs[attr] for k in members]
                 value = resolver.resolve(merge(values, members, attr if is_identifier(attr) else "layer"))
-                param = any(s.how == ("param", attr) for s in cls.stmts)
+                param = any(s.how[0] == "param" and s.how[1] == attr for s in cls.stmts)
                 condition = None
                 if attr in cls.optional:
                     condition = resolver.presence(attr, [attr in inst.attrs for inst in cls.instances])
                 body += assignment(attr, value, param, condition)
-            if cls.name == self.graph.name and self.graph.aux_outputs:
+            if cls.name == self.network_class and self.graph.aux_outputs:
                 body.append("        self.all_outputs = False  # True: the auxiliary outputs in eval too")
         params = sorted(resolver.params, key=lambda p: p.default is not NO_DEFAULT)  # defaults last, as Python wants
         for k, inst in enumerate(cls.instances):
@@ -68,7 +79,11 @@ class ClassWriter:
     def _forward(self, cls: Class) -> list[str]:
         """The class's forward, from its first instance's arguments and the statements its instances share."""
         inst = cls.instances[0]
-        root = inst.path == "" and cls.name == self.graph.name
+        access: dict[str, str] = {}  # a dotted attribute -> how the forward reaches it: self.convs[0]
+        for attr, tree in containers([s.how[1] for s in cls.stmts if s.how[0] != "fn"]):
+            if tree is not None:
+                access.update(paths(tree, attribute("self", attr)))
+        root = inst.path == "" and cls.name == self.network_class
         params: list[str] = []
         for value in inst.inputs:
             if value == LABELS:
@@ -109,7 +124,8 @@ class ClassWriter:
                     name = "_" if len(stmt.outputs) > 1 else None
                 elif len(stmt.outputs) > 1:  # named after the innermost label on its path: decoder, capsnet
                     label = next((part for part in reversed(value[1].split(".")) if is_identifier(part)), "")
-                    if label not in RESERVED and label not in generic and free(label, dying) and label not in targets:
+                    if (label and label not in RESERVED and label not in generic and free(label, dying)
+                            and label not in targets):
                         name = label
                 else:
                     label = stmt.ref
@@ -132,7 +148,7 @@ class ClassWriter:
                     var[("v", value)] = name
                     live[name] = ("v", value)
             args = [var[v] for v in stmt.inputs]
-            lines += statement_lines(stmt, args, targets)
+            lines += statement_lines(stmt, args, targets, access)
         result = [var[v] for v in outputs]
         if root and self.graph.aux_outputs:
             main = [result[0]] + result[1 + len(self.graph.aux_outputs):]
@@ -164,19 +180,18 @@ def assignment(attr: str, value: Any, param: bool, condition: str | None = None,
     return printed(value, indent, f"self.{method}({string_literal(attr)}, ", ")")
 
 
-def statement_lines(stmt: Stmt, args: list[str], targets: list[str | None]) -> list[str]:
-    """A statement of a forward, reading the variables `args` and assigning to `targets`."""
+def statement_lines(stmt: Stmt, args: list[str], targets: list[str | None], access: dict[str, str]) -> list[str]:
+    """A statement of a forward, reading the variables `args` and assigning to `targets`; `access` says how to
+    reach an attribute inside containers."""
     assign = f"{', '.join(targets)} = " if targets and targets[0] is not None else ""
     how = stmt.how
 
     def attr(name: str) -> str:
-        return f"self.{name}" if is_identifier(name) else f"getattr(self, {string_literal(name)})"
+        return access.get(name) or attribute("self", name)
 
     def function(fn: str, kwargs: tuple) -> str:
-        if fn == "add":
-            return " + ".join(args)
-        if fn == "mul":
-            return " * ".join(args)
+        if fn in OPERATOR_SIGNS:
+            return OPERATOR_SIGNS[fn].join(args)
         if fn == "cat":
             return f"torch.cat([{', '.join(args)}]{''.join(f', {k}={scalar_literal(v)}' for k, v in kwargs)})"
         if fn == "flatten" and [k for k, _ in kwargs] == ["start_dim"]:
@@ -185,6 +200,10 @@ def statement_lines(stmt: Stmt, args: list[str], targets: list[str | None]) -> l
 
     if how[0] == "fn":
         return [f"        {assign}{function(how[1], how[2])}"]
+    if how[0] == "param" and how[2:] == ("add",):
+        return [f"        {assign}{args[0]} + {attr(how[1])}"]
+    if how[0] == "param" and how[2:] == ("prepend",):  # one copy per sample, in front of the tokens
+        return [f"        {assign}torch.cat([{attr(how[1])}.expand({args[0]}.shape[0], -1, -1), {args[0]}], dim=1)"]
     if how[0] == "param":
         return [f"        {assign}{args[0]} * {attr(how[1])}"]
     if how[0] == "optional":
@@ -193,3 +212,58 @@ def statement_lines(stmt: Stmt, args: list[str], targets: list[str | None]) -> l
                 "        else:",
                 f"            {assign}{function(how[2], how[3])}"]
     return [f"        {assign}{attr(how[1])}({', '.join(args)})"]
+
+
+def attribute(owner: str, name: str) -> str:
+    """`owner.name`, or getattr(owner, "name") for a name that is not an identifier."""
+    return f"{owner}.{name}" if is_identifier(name) else f"getattr({owner}, {string_literal(name)})"
+
+
+def containers(attrs: list[str]) -> list[tuple[str, dict | None]]:
+    """A class's attributes in the order they are registered, the dotted ones (`convs.0`, `convs.1`) gathered
+    under their first part, where a layer of it first appears, as torch registers modules (module.py's `_scope`):
+    (name, None) for a plain attribute, (first part, tree) for a container, each tree mapping a key to a member's
+    dotted name or to the tree of a container inside."""
+    order: list[str] = []
+    trees: dict[str, dict] = {}
+    for attr in attrs:
+        if "." not in attr:
+            order.append(attr)
+            continue
+        root, *inner, leaf = attr.split(".")
+        if root not in trees:
+            trees[root] = {}
+            order.append(root)
+        tree = trees[root]
+        for part in inner:
+            tree = tree.setdefault(part, {})
+        tree[leaf] = attr
+    return [(name, trees.get(name)) for name in order]
+
+
+def listed(tree: dict) -> bool:
+    """Whether a container's keys are 0, 1, 2, ... in order: an nn.ModuleList (else an nn.ModuleDict)."""
+    return list(tree) == [str(k) for k in range(len(tree))]
+
+
+def container(tree: dict, inst: Instance, bare: set[str]) -> Call:
+    """How an instance builds a container: nn.ModuleList([...]) or nn.ModuleDict(OrderedDict([...])), or their
+    Parameter versions for bare parameters; a member the instance lacks (a shortcut that is a plain add) is None."""
+    values = tuple(container(sub, inst, bare) if isinstance(sub, dict) else inst.attrs.get(sub)
+                   for sub in tree.values())
+    kind = "Parameter" if any(sub in bare for sub in tree.values() if isinstance(sub, str)) else "Module"
+    if listed(tree):
+        return Call(f"nn.{kind}List", (), (list(values),))
+    return Call(f"nn.{kind}Dict", (), (Named(tuple(tree), values),))
+
+
+def paths(tree: dict, base: str) -> dict[str, str]:
+    """How a forward reaches each member of a container: self.convs[0], self.stage2[0].branches[1]."""
+    found: dict[str, str] = {}
+    for key, sub in tree.items():
+        if listed(tree):
+            reach = f"{base}[{key}]"
+        else:  # a ModuleDict's keys are attributes too (torch refuses keys that would hide its own)
+            reach = f"{base}.{key}" if is_identifier(key) else f"{base}[{string_literal(key)}]"
+        found.update(paths(sub, reach) if isinstance(sub, dict) else {sub: reach})
+    return found
