@@ -364,3 +364,22 @@ def test_arithmetic_corners_are_errors_at_the_expression(tmp_path, expression, m
     """Found by the long fuzz run (0 ** -1 raised ZeroDivisionError through the checker)."""
     [error] = errors_of(write(tmp_path, f"let a = {expression}\n" + NET.format(body="relu()")))
     assert (error.span.line, error.span.col, error.message) == (1, 9, message)
+
+
+def test_an_unchanged_import_is_parsed_once_and_a_changed_one_again(tmp_path):
+    """The language server checks a spec at every keystroke: the trees of files whose text did not change are
+    reused (netspec.semantics.program), and any change of the text parses it again."""
+    from netspec.ground.errors import Sources
+    from netspec.semantics.program import load_program
+
+    write(tmp_path, "block Head(c) { flatten() -> linear(c) }\n", "head.net")
+    spec = write(tmp_path, 'import "head.net"\n' + NET.format(body="Head(3)"))
+    trees = [{}, {}, {}]
+    load_program(spec, Sources(), trees=trees[0])
+    load_program(spec, Sources(), trees=trees[1], texts={spec.resolve(): spec.read_text().replace("(3)", "(4)")})
+    head = str(tmp_path / "head.net")
+    assert trees[1][head] is trees[0][head] and trees[1][str(spec)] is not trees[0][str(spec)]
+    write(tmp_path, "block Head(c) { flatten() -> linear(c + 1) }\n", "head.net")
+    graph = netspec.load(spec)
+    load_program(spec, Sources(), trees=trees[2])
+    assert trees[2][head] is not trees[0][head] and graph.nodes[-1].shape == (4,)

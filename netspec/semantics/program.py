@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,36 @@ def _find_import(folder: Path, item: ast.Import, search: tuple[Path, ...]) -> Pa
                                   (f"looked in: {', '.join(_shown(c.parent) + '/' for c in candidates)}",)))
 
 
+# Syntax trees of the texts parsed last, by file name, text and nesting limit: a language server checks a spec again
+# at every keystroke, and the files it imports have not changed (parsing is half of a check). Trees are never
+# changed once built, so they are shared. Small texts only, and few, so the cache stays a few megabytes.
+_PARSED: OrderedDict[tuple[str, str, int], tuple[ast.Module, int]] = OrderedDict()
+_PARSED_ENTRIES, _PARSED_TEXT_CHARS = 32, 256 * 1024
+_PARSED_LOCK = threading.Lock()  # checks may run in several threads (the language server's queue)
+
+
+def _parsed(loader: _Loader, name: str, text: str) -> ast.Module:
+    """`text` parsed (the file `name`), its tokens counted against the spec's limit as if scanned again."""
+    limits = loader.limits
+    key = (name, text, limits.nesting)
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+        if cached is not None:
+            _PARSED.move_to_end(key)
+    if cached is not None and loader.tokens + cached[1] <= limits.tokens:
+        loader.tokens += cached[1]
+        return cached[0]
+    before = loader.tokens
+    loader.tokens = prescan(loader.sources.texts[name], name, limits.nesting, limits.tokens, loader.tokens)
+    module = parse(text, name, limits.nesting, max_tokens=None)  # scanned just above
+    if len(text) <= _PARSED_TEXT_CHARS:
+        with _PARSED_LOCK:
+            _PARSED[key] = (module, loader.tokens - before)
+            while len(_PARSED) > _PARSED_ENTRIES:
+                _PARSED.popitem(last=False)
+    return module
+
+
 def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None) -> Definitions:
     key = _resolved(path, span)
     if chain and loader.roots is not None and not any(key.is_relative_to(r) for r in loader.roots):
@@ -145,8 +177,7 @@ def _load_file(path: Path, loader: _Loader, chain: list[Path], span: Span | None
         raise NetspecError(Diagnostic("NS213", f"{path} is {size:,} bytes; specs are limited to "
                                                f"{limits.file_bytes:,}", span))
     loader.sources.texts[name] = text.lstrip("\ufeff")
-    loader.tokens = prescan(loader.sources.texts[name], name, limits.nesting, limits.tokens, loader.tokens)
-    module = parse(text, name, limits.nesting, max_tokens=None)  # scanned just above
+    module = _parsed(loader, name, text)
     if loader.trees is not None:
         loader.trees[name] = module
     defs = Definitions(name)
