@@ -432,3 +432,76 @@ async def test_references_and_rename_reach_workspace_files_that_import_the_block
     (folder / "user.net").unlink()
     (folder / "other.net").unlink()
     close(client, blocks)
+
+
+MODERN = """\
+block Up(c) {
+  input x
+  input skip: [cs, hs, ws]
+  let wide = 2 * c
+  conv_transpose(c, kernel=2, stride=2)
+  concat(skip)
+  conv(wide, kernel=3, padding=1)
+}
+
+block Branches(c) {
+  input x
+  high: conv(c, kernel=3, padding=1)
+  low = x -> conv(2 * c, kernel=3, stride=2, padding=1)
+  output high, low
+}
+
+block Tree(levels, c) {
+  input x
+  left: conv(c, kernel=3, padding=1) -> relu()
+  sub: Tree(levels - 1, c) if levels > 1
+  concat(x)
+}
+
+network Modern {
+  input x: [8, 32, 32]
+  enc = x -> conv(8, kernel=3, padding=1)
+  maxpool(2) -> conv(8, kernel=1)
+  up: Up(8, skip=enc)
+  high, low = up -> split: Branches(8)
+  low -> upsample(2) -> conv(8, kernel=1) -> add(high)
+  stem: {
+    skip: relu()
+    export skip
+    conv(8, kernel=1)
+  }
+  add(skip)
+  { conv(8, kernel=1) -> relu() } * 2
+  tree: Tree(2, 8)
+}
+"""
+
+
+async def test_every_request_at_every_position_of_a_spec_with_the_new_constructs_answers(client, folder):
+    """Several inputs and outputs, sizes bound by an input, lets, exports, recursion and a repeated group: each
+    method answers at each position (no error response), and the spec itself checks cleanly."""
+    path = folder / "modern.net"
+    found = await publish(client, path, MODERN)
+    assert found == []
+    uri = doc(path)
+    lines = MODERN.split("\n")
+    for line, text in enumerate(lines):
+        for character in range(0, len(text) + 1, 3):
+            where = at(line, character)
+            await client.text_document_hover_async(lsp.HoverParams(uri, where))
+            await client.text_document_definition_async(lsp.DefinitionParams(uri, where))
+            await client.text_document_references_async(lsp.ReferenceParams(
+                context=lsp.ReferenceContext(include_declaration=True), text_document=uri, position=where))
+            await client.text_document_signature_help_async(lsp.SignatureHelpParams(uri, where))
+            await client.text_document_completion_async(lsp.CompletionParams(uri, where))
+            await client.text_document_prepare_rename_async(lsp.PrepareRenameParams(uri, where))
+    whole = lsp.Range(at(0, 0), at(len(lines), 0))
+    assert await client.text_document_inlay_hint_async(lsp.InlayHintParams(uri, whole))
+    assert (await client.text_document_semantic_tokens_full_async(lsp.SemanticTokensParams(uri))).data
+    assert await client.text_document_folding_range_async(lsp.FoldingRangeParams(uri))
+    broken = MODERN.replace("Up(8, skip=enc)", "Up(8, enc)")  # a tensor passed by position
+    [diagnostic] = await publish(client, path, broken)
+    assert diagnostic.code == "NS203"
+    await client.text_document_code_action_async(lsp.CodeActionParams(
+        uri, diagnostic.range, lsp.CodeActionContext(diagnostics=[diagnostic])))
+    close(client, path)

@@ -555,3 +555,21 @@ def test_a_mutated_spec_that_checks_compiles_runs_and_generates_the_same_module(
 def test_every_seed_of_the_property_checks_and_runs(seed, tmp_path):
     pytest.importorskip("torch")
     assert accepted_means_it_runs(MEANING_SEEDS[seed], tmp_path)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("block B {\n  input x\n  y = relu()\n  output y, y\n}\nnetwork N {\n  input x: [3, 8, 8]\n  a, b = B()\n}\n",
+     [("NS206", 4, "'y' is listed as an output twice")]),
+    ("block Up(c) {\n  input x\n  input skip\n  concat(skip)\n}\nnetwork N = Up(4)\n",
+     [("NS203", 6, "block 'Up' takes several inputs, and a network takes one")]),
+    ("network N {\n  input a: [3, 8, 8]\n  input b: [3, 8, 8]\n  relu()\n}\n",
+     [("NS203", 3, "network 'N' takes one input; 'b' is a second")]),
+    ("block B {\n  input x\n  input y\n  add(y)\n}\nnetwork N {\n  input x: [3, 8, 8]\n  z = relu()\n  ...B(y=z)\n}\n",
+     [("NS203", 9, "block 'B' takes several inputs, so it cannot be spread")]),
+    ("block B {\n  input x: [c, h]\n  relu()\n}\nnetwork N {\n  input x: [3, 8, 8]\n  B()\n}\n",
+     [("NS306", 2, "block 'B' declares a rank-2 input but receives [3, 8, 8]")]),
+])
+def test_mistakes_with_several_inputs_and_outputs_are_one_located_error_each(text, expected, tmp_path):
+    with pytest.raises(NetspecError) as caught:
+        netspec.load(write(tmp_path, text))
+    assert [(d.code, d.span.line, d.message) for d in caught.value.diagnostics] == expected

@@ -297,28 +297,33 @@ class Lowering:
         if not last or (not nested and self.declared_outputs is not None):
             kind = "network" if owner.is_network else "block"
             self.error("NS203", f"`output` must be the last statement of the {kind}", stmt.span)
-            return
+            names = None
+        else:
+            names = self._output_values(stmt, frame, nested)
+        if nested:  # after a mistake here, no output: what the caller binds from it stays silent
+            frame.outputs = names if names is not None else []
+        elif names is not None:
+            self.declared_outputs = names
+
+    def _output_values(self, stmt: ast.Output, frame: Frame, nested: bool) -> list[str] | None:
         names: list[str] = []
         for item in stmt.items:
             if item.condition is not None:
                 keep = self._eval(frame, item.condition)
                 if keep is _POISON:
-                    return
+                    return None
                 if not keep:
                     continue
             value = self._reference(frame, item.name, item.span)
             if value is _POISON:
-                return
+                return None
             if value in names:
                 self.error("NS206", f"'{item.name}' is listed as an output twice", item.span)
-                return
+                return None
             names.append(value)
             if not nested:
                 self.output_names.append(item.name)
-        if nested:
-            frame.outputs = names
-        else:
-            self.declared_outputs = names
+        return names
 
     def _declare_input(self, stmt: ast.Input, frame: Frame, current, owner: ast.Block):
         if current is not _NO_INPUT:  # a block's: bind the sizes its shape names, check the rest
@@ -740,8 +745,13 @@ class Lowering:
             return _POISON
         if spread:
             if isinstance(block, ast.Block) and leading_inputs(block.body) > 1:
-                self.error("NS203", f"block '{block.name}' takes several inputs, so it cannot be spread", call.span,
-                           f"call it without `...`: `{block.name}(...)`")
+                if current is _NO_INPUT:  # `network N = Block(...)`
+                    self.error("NS203", f"block '{block.name}' takes several inputs, and a network takes one",
+                               call.span, f"write the network with a body: `input x: [C, H, W]`, then "
+                                          f"`{block.name}(..., name=value)`")
+                else:
+                    self.error("NS203", f"block '{block.name}' takes several inputs, so it cannot be spread",
+                               call.span, f"call it without `...`: `{block.name}(...)`")
                 return _POISON
             inner = Frame(home, frame.prefix, frame.counter, {}, frame.scope, frame.stack + (block.name,))
         else:
