@@ -15,7 +15,9 @@ def same_needs_unit_stride(args) -> None:
         raise ValueError("padding='same' needs stride 1 (PyTorch refuses other strides)")
 
 
-class ConvArgs(OpArgs):
+class ConvolutionArgs(OpArgs):
+    """What every 2-d convolution takes, in the order of its positional arguments."""
+
     out_channels: PositiveInt
     kernel: PositivePair
     stride: PositivePair = (1, 1)
@@ -23,6 +25,9 @@ class ConvArgs(OpArgs):
     dilation: PositivePair = (1, 1)
     groups: PositiveInt = 1
     bias: bool = True
+
+
+class ConvArgs(ConvolutionArgs):
     table: list[list[Literal[0, 1]]] | None = None
     init: Init = "default"
 
@@ -97,14 +102,7 @@ class Conv(Op):
         return conv_connections(args, inputs[0][0]) * kh * kw * output[1] * output[2]
 
 
-class StdConvArgs(OpArgs):
-    out_channels: PositiveInt
-    kernel: PositivePair
-    stride: PositivePair = (1, 1)
-    padding: NonNegativePair | Literal["same"] = (0, 0)
-    dilation: PositivePair = (1, 1)
-    groups: PositiveInt = 1
-    bias: bool = True
+class StdConvArgs(ConvolutionArgs):
     gain: bool = True  # timm's ScaledStdConv2d (NFNet); false: its StdConv2d (BiT), the standardised weight alone
     gamma: float = 1.0  # ScaledStdConv2d's constant factor (NFNet passes its activation's gamma)
     eps: Annotated[float, Field(gt=0)] = 1e-6
