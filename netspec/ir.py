@@ -42,17 +42,6 @@ class Scope(BaseModel):
     defaulted: tuple[str, ...] = Field(default=(), exclude=True)  # those it took from the block's defaults
 
 
-class ShapeCheck(BaseModel):
-    """A block's declared input shape, checked against what reaches it."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    value: str
-    expected: tuple[int, ...]
-    block: str
-    span: Span | None = Field(default=None, exclude=True)
-
-
 class Graph(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -66,7 +55,6 @@ class Graph(BaseModel):
     output_names: list[str] = []  # the outputs as the spec's `output` statement names them, main first
     nodes: list[Node]
     scopes: dict[str, Scope] = {}
-    checks: list[ShapeCheck] = []
     recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.semantics.recipe.Recipe fields)
     diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)  # errors and warnings, as found
     warnings: list[Diagnostic] = Field(default_factory=list, exclude=True)  # set by netspec.load: the spec checked

@@ -137,7 +137,7 @@ def _renamed(graph: Graph, name: str) -> Graph:
         if item.span is not None and item.span.file == name:
             item.span = replace(item.span, file=CELL)
 
-    for item in [*graph.nodes, *graph.scopes.values(), *graph.checks]:
+    for item in [*graph.nodes, *graph.scopes.values()]:
         span(item)
     graph.file = CELL if graph.file == name else graph.file
     return graph

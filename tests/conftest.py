@@ -18,6 +18,28 @@ def regenerate() -> bool:
     return os.environ.get("NETSPEC_REGEN") == "1"
 
 
+@pytest.fixture
+def spec(tmp_path):
+    """`spec(text)` writes a spec into the test's folder and returns its path (`name`: another file beside it)."""
+    def write(text, name="net.net"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def only_error(path):
+    """The one diagnostic loading `path` raises."""
+    import netspec
+
+    with pytest.raises(netspec.NetspecError) as caught:
+        netspec.load(path)
+    [diagnostic] = caught.value.diagnostics
+    return diagnostic
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A copy of specs/, so generated and mutated files sit beside the blocks they import."""

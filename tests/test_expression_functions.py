@@ -34,16 +34,6 @@ def test_make_divisible_defaults_to_torchvisions_rounding():
             value, 8)
 
 
-@pytest.fixture
-def spec(tmp_path):
-    def write(text):
-        path = tmp_path / "net.net"
-        path.write_text(text)
-        return path
-
-    return write
-
-
 def width(spec, expression):
     """The value of an expression, read back as a linear layer's width."""
     return netspec.load(spec(f"network N {{ input x: [4]  linear({expression}) }}")).nodes[-1].shape[0]

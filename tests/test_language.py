@@ -6,17 +6,6 @@ import netspec
 from netspec import NetspecError
 
 
-@pytest.fixture
-def spec(tmp_path):
-    def write(text, name="net.net"):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return path
-
-    return write
-
-
 def layers(graph):
     return [(n.name, n.op, list(n.shape)) for n in graph.nodes]
 

@@ -8,16 +8,6 @@ from netspec import NetspecError
 from netspec.language.evaluate import make_divisible
 
 
-@pytest.fixture
-def spec(tmp_path):
-    def write(text, name="net.net"):
-        path = tmp_path / name
-        path.write_text(text)
-        return path
-
-    return write
-
-
 def value_of(spec, expression):
     """The value of an expression, read back as a linear layer's width."""
     graph = netspec.load(spec(f"network N {{ input x: [4]  linear({expression}) }}"))

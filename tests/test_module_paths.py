@@ -13,16 +13,6 @@ from netspec.backends.torch import to_module, to_python  # noqa: E402
 from netspec.backends.torch.module import ModulePathError  # noqa: E402
 
 
-@pytest.fixture
-def spec(tmp_path):
-    def write(text):
-        path = tmp_path / "net.net"
-        path.write_text(text)
-        return path
-
-    return write
-
-
 def keys_and_shapes(module):
     return [(key, tuple(value.shape)) for key, value in module.state_dict().items()]
 

@@ -7,30 +7,12 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import netspec  # noqa: E402
+from compiled import run  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from netspec import NetspecError, Sources  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
 from netspec.cli import main  # noqa: E402
 from netspec.ground.limits import Limits  # noqa: E402
-
-
-@pytest.fixture
-def spec(tmp_path):
-    def write(text):
-        path = tmp_path / "net.net"
-        path.write_text(text)
-        return path
-
-    return write
-
-
-def run(path, seed=0):
-    """The graph of `path`, its compiled module, a seeded random batch of two and the module's output on it."""
-    graph = netspec.load(path)
-    module = to_module(graph, seed=seed).eval()
-    x = torch.randn(2, *graph.input_shape, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return graph, module, x, module(x)
 
 
 @pytest.mark.parametrize("call, reference", [

@@ -8,38 +8,10 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import netspec  # noqa: E402
-from conftest import ROOT  # noqa: E402
-from netspec import NetspecError, Sources  # noqa: E402
+from compiled import run  # noqa: E402
+from conftest import ROOT, only_error  # noqa: E402
+from netspec import Sources  # noqa: E402
 from netspec.backends.torch import to_module, to_python  # noqa: E402
-
-
-@pytest.fixture
-def spec(tmp_path):
-    def write(text):
-        path = tmp_path / "net.net"
-        path.write_text(text)
-        return path
-
-    return write
-
-
-def run(path, seed=0, positive=False):
-    """The graph of `path`, its compiled module, a seeded random batch of two (in (0.1, 1.1) with `positive`)
-    and the module's output on it."""
-    graph = netspec.load(path)
-    module = to_module(graph, seed=seed).eval()
-    generator = torch.Generator().manual_seed(seed)
-    shape = (2, *graph.input_shape)
-    x = torch.rand(shape, generator=generator) + 0.1 if positive else torch.randn(shape, generator=generator)
-    with torch.no_grad():
-        return graph, module, x, module(x)
-
-
-def only_error(path):
-    with pytest.raises(NetspecError) as caught:
-        netspec.load(path)
-    [diagnostic] = caught.value.diagnostics
-    return diagnostic
 
 
 # sub and div ------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import netspec  # noqa: E402
-from conftest import ROOT  # noqa: E402
-from netspec import NetspecError, Sources  # noqa: E402
+from conftest import ROOT, only_error  # noqa: E402
+from netspec import Sources  # noqa: E402
 from netspec.backends.torch import to_module, to_python  # noqa: E402
 
 VIT = ROOT / "specs" / "torchvision" / "vit.net"
@@ -50,13 +50,6 @@ def seeded(model):
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * (0.1 if parameter.dim() > 1 else 1.0))
     return model.eval()
-
-
-def only_error(path):
-    with pytest.raises(NetspecError) as caught:
-        netspec.load(path)
-    [diagnostic] = caught.value.diagnostics
-    return diagnostic
 
 
 # The family's spec against torchvision's VisionTransformer ----------------------------------------------------

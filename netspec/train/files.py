@@ -16,7 +16,7 @@ from netspec.train import datasets, images
 from netspec.train.distributed import Context
 from netspec.train.errors import TrainError
 from netspec.train.memory import fit_classes, in_memory
-from netspec.train.splits import DataOptions, TrainingData, validation_indices
+from netspec.train.splits import DataOptions, TrainingData, train_val_test
 from netspec.train.streamed import StreamedSplit, loader_workers, make_pixels
 from netspec.train.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize, network_transform
 
@@ -38,15 +38,7 @@ def from_files(graph: Graph, recipe: Recipe, data_dir: str | None, ctx: Context,
         raise TrainError(f"{graph.name} takes input {list(graph.input_shape)}; image files are read as [1, H, W] "
                          "or [3, H, W]")
     fit_classes(graph, collection.name, len(collection.classes))
-    train = collection.splits["train"]
-    if "val" in collection.splits:
-        val = collection.splits["val"]
-        validation_from = "val/ folder" if recipe.data == "imagefolder" else "val.csv"
-    else:
-        kept, held, validation_from = validation_indices(recipe, len(train))
-        train, val = [train[i] for i in kept.tolist()], [train[i] for i in held.tolist()]
-    test = collection.splits.get("test", [])
-    val, test = val[:options.limit_eval], test[:options.limit_eval]
+    train, val, test, validation_from = train_val_test(collection.splits, recipe, options.limit_eval)
     channels = graph.input_shape[0]
     if mode == "memory":
         data = files_in_memory(graph, recipe, collection, (train, val, test), ctx, validation_from)

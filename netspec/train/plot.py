@@ -226,7 +226,6 @@ def plot(folders: list[str], output: str, title: str | None = None) -> tuple[byt
     return draw(runs, names, fmt, title), runs, names
 
 
-
 def draw_confusion(matrix: list[list[int]], names: list[str], output: str, title: str | None = None) -> bytes:
     """A confusion matrix (rows: the true class, columns: the predicted one) as a heat map of each row's shares,
     with the counts written in the cells when there are few classes: PNG, SVG or PDF by the output's suffix, or

@@ -30,7 +30,7 @@ from netspec.train.distributed import Context
 from netspec.train.errors import TrainError
 from netspec.train.files import all_of_size
 from netspec.train.loop import IGNORE_INDEX
-from netspec.train.splits import DataOptions, TrainingData, validation_indices
+from netspec.train.splits import DataOptions, TrainingData, train_val_test
 from netspec.train.streamed import StreamedSplit, loader_workers, make_pixels
 from netspec.train.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize, interpolation
 
@@ -238,14 +238,7 @@ def from_files(graph: Graph, recipe: Recipe, data_dir: str | None, ctx: Context,
         raise TrainError(f"{graph.name} outputs {classes} class scores per pixel but {root / 'classes.txt'} names "
                          f"{len(names)} classes; give the network {len(names)} outputs"
                          + (f" (e.g. --set classes={len(names)})" if "classes" in graph.arguments else ""))
-    train = pairs.splits["train"]
-    if "val" in pairs.splits:
-        val, validation_from = pairs.splits["val"], "val/ folder" if recipe.data == "imagefolder" else "val.csv"
-    else:
-        kept, held, validation_from = validation_indices(recipe, len(train))
-        train, val = [train[i] for i in kept.tolist()], [train[i] for i in held.tolist()]
-    test = pairs.splits.get("test", [])
-    val, test = val[:options.limit_eval], test[:options.limit_eval]
+    train, val, test, validation_from = train_val_test(pairs.splits, recipe, options.limit_eval)
     channels = graph.input_shape[0]
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((sum(IMAGENET_MEAN) / 3,),
                                                                    (sum(IMAGENET_STD) / 3,))

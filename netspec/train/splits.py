@@ -70,6 +70,20 @@ def hold_out(count: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     return keep.nonzero().flatten(), chosen.sort().values
 
 
+def train_val_test(splits: dict[str, list], recipe: Recipe, limit_eval: int | None) -> tuple[
+        list, list, list, str]:
+    """A collection's training, validation and test items, and where the validation items came from in words:
+    its val/ folder (val.csv), else the recipe's fraction held out of the training items; `limit_eval` cuts the
+    two evaluated sets (a smoke run)."""
+    train = splits["train"]
+    if "val" in splits:
+        val, validation_from = splits["val"], "val/ folder" if recipe.data == "imagefolder" else "val.csv"
+    else:
+        kept, held, validation_from = validation_indices(recipe, len(train))
+        train, val = [train[i] for i in kept.tolist()], [train[i] for i in held.tolist()]
+    return train, val[:limit_eval], splits.get("test", [])[:limit_eval], validation_from
+
+
 def validation_indices(recipe: Recipe, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """hold_out() of the recipe's validation fraction, and where the validation images came from, in words."""
     train, val = hold_out(count, recipe.validation)

@@ -1,18 +1,14 @@
-"""Infers the output shape of every node that lowering left unshaped, and checks blocks' declared input shapes.
+"""Infers the output shape of every node that lowering left unshaped.
 
-Lowering shapes each layer as it makes it (netspec.semantics.shapes); this pass serves graphs built or changed
-by other means, and repeats nothing for a graph lowering shaped.
+Lowering shapes each layer as it makes it (netspec.semantics.shapes), and checks a block's declared input shape
+there; this pass serves graphs built or changed by other means, and repeats nothing for a graph lowering shaped.
 """
 
 from __future__ import annotations
 
-from netspec.ground.errors import Diagnostic
 from netspec.ground.limits import DEFAULT, Limits
 from netspec.ir import Graph
-from netspec.ops.base import fmt
-from netspec.semantics.shapes import call_sites, infer_node
-
-__all__ = ["call_sites", "infer_shapes"]
+from netspec.semantics.shapes import infer_node
 
 
 def infer_shapes(graph: Graph, limits: Limits = DEFAULT) -> Graph:
@@ -24,10 +20,4 @@ def infer_shapes(graph: Graph, limits: Limits = DEFAULT) -> Graph:
         problem = infer_node(node, shapes, graph.scopes, limits)
         if problem is not None:
             graph.diagnostics.append(problem)
-    for check in graph.checks:
-        got = shapes.get(check.value)
-        if got is not None and got != check.expected:
-            graph.diagnostics.append(Diagnostic(
-                "NS306", f"block '{check.block}' declares input {fmt(check.expected)} but receives {fmt(got)}",
-                check.span, "change the declared shape, or the layers before the block"))
     return graph

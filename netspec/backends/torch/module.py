@@ -91,7 +91,7 @@ class ModulePathError(ToolError):
     """A dotted label (`convs.0`) whose containers cannot be built: the message names the label and why."""
 
 
-def check_module_paths(graph: Graph, implementations: dict | None = None) -> None:
+def check_module_paths(graph: Graph) -> None:
     """Raise ModulePathError for a dotted label the containers cannot hold (netspec.analysis.passes.paths, which
     check already ran on graphs it loaded: this guards graphs built or changed by other means)."""
     problems = module_path_problems(graph)
@@ -141,7 +141,7 @@ def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
 
 def build_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
     implementations = layers(graph)
-    check_module_paths(graph, implementations)
+    check_module_paths(graph)
     if seed is not None:
         torch.manual_seed(seed)
     root = nn.Module()

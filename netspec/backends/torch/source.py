@@ -31,7 +31,7 @@ from netspec.ir import Graph
 def to_python(graph: Graph) -> str:
     """A standalone .py file (only torch imported) that defines the same module as `to_module`."""
     builder = StatementBuilder(Scopes(graph))
-    check_module_paths(graph, builder.impls)
+    check_module_paths(graph)
     planner = ClassPlanner(builder.scopes, builder)
     planner.run()
     classes = [line for _, lines in planner.classes for line in ["", "", *lines]]
