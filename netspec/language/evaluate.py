@@ -69,6 +69,25 @@ def _overspent(budget: _Steps, expr) -> None:
                  "and keep lists short")
 
 
+def steps_spent() -> int:
+    """The steps spent so far inside step_limit (0 outside it)."""
+    budget = _STEPS.get()
+    return 0 if budget is None else budget.limit - budget.left
+
+
+def spend_as_before(steps: int) -> bool:
+    """Charge the steps that evaluations already made once would spend again (lowering copying a block instance
+    instead of evaluating its arguments); False, charging nothing, when fewer are left, so that the caller evaluates
+    them and the limit is reported where it runs out."""
+    budget = _STEPS.get()
+    if budget is None:
+        return True
+    if budget.left < steps:
+        return False
+    budget.left -= steps
+    return True
+
+
 def spent_on(value: Any) -> int:
     """The steps that walking a value costs: a list's items, nested lists counted through (each list counted
     once and remembered); 0 for anything else, or when nothing is counted."""

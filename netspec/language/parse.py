@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,7 +55,7 @@ def cache_file(grammar: str) -> str | bool:
     return str(base / f"grammar-{digest}-lark{lark.__version__}.pickle")
 
 
-_STARTS = ["module", "expr"]  # a file; the {expression} parts of a computed label
+_STARTS = ["module", "expr", "statements"]  # a file; the {expression} parts of a computed label; a run of statements
 
 
 @lru_cache(maxsize=1)
@@ -166,6 +170,9 @@ class _ToAst:
         return ast.Param(str(c[0]), c[1], self.s(meta))
 
     def body(self, meta, c):
+        return list(c)
+
+    def statements(self, meta, c):
         return list(c)
 
     # statements
@@ -448,6 +455,126 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     return Diagnostic("NS100", message, Span(file, line, col, line, col + width), hint)
 
 
+# Parsing in pieces -------------------------------------------------------------------------------------------------
+#
+# A language server parses the document again at every keystroke, and a keystroke changes one line. A large text is
+# therefore cut where the grammar cuts it, each piece is parsed alone and its result kept; the next parse of the
+# text re-parses only the pieces whose text (or first line) changed. The cuts: top-level items, each starting at
+# the beginning of a line outside any bracket; inside a block's or network's body, runs of statements, each starting
+# at the beginning of a line one bracket deep, with a word that can only begin a statement. Each piece is parsed at
+# its place (preceded by as many newlines as lines before it), so its spans are those of the whole parse. The
+# grammar is LALR(1), hence unambiguous: when every piece parses, their trees put together are the whole text's
+# tree. When any piece does not, the whole text is parsed, so a mistake is reported as it always is.
+
+_PIECE_LINES = 32  # a body's statements are parsed in runs of about this many lines
+_PIECES_FROM_CHARS = 16 * 1024  # smaller texts are parsed whole: milliseconds
+_KEYWORDS = frozenset({"and", "block", "else", "export", "false", "for", "if", "import", "in", "input", "let",
+                       "network", "not", "or", "output", "train", "true"})
+_STATEMENT_KEYWORDS = frozenset({"block", "export", "for", "input", "let", "output"})  # `block:` is a label
+_ITEM_START = re.compile(r"(?:import|let|block|network|train)\b")
+_FIRST_WORD = re.compile(r'[ \t]*(?:(")|([A-Za-z_][A-Za-z0-9_]*))')
+_BRACKETS_AND_LINES = re.compile(r'"[^"\n]*"|#[^\n]*|[{}()\[\]\n]')
+_OPENING = frozenset("{([")
+
+_PIECES: OrderedDict[tuple, list] = OrderedDict()
+_PIECES_ENTRIES = 8192
+_PIECES_LOCK = threading.Lock()
+
+
+class _NotInPieces(Exception):
+    """The text cannot be cut (unbalanced brackets, a piece that does not parse): parse it whole."""
+
+
+def _line_depths(text: str) -> list[int]:
+    """The bracket depth at the start of each line (strings and comments skipped)."""
+    depths, depth = [0], 0
+    for match in _BRACKETS_AND_LINES.finditer(text):
+        char = match.group()
+        if char == "\n":
+            depths.append(depth)
+        elif char in _OPENING:
+            depth += 1
+        elif len(char) == 1 and char in "})]":
+            depth -= 1
+            if depth < 0:
+                raise _NotInPieces
+    return depths
+
+
+def _starts_statement(line: str) -> bool:
+    match = _FIRST_WORD.match(line)
+    if match is None:
+        return False
+    word = match.group(2)
+    return match.group(1) is not None or word not in _KEYWORDS or word in _STATEMENT_KEYWORDS
+
+
+def _parsed_piece(kind: str, lines: list[str], first: int, file: str, max_depth: int) -> list:
+    """The items ("module") or statements ("statements") of lines[first:first + len], parsed at their place."""
+    text = "\n".join(lines)
+    key = (kind, file, max_depth, first, text)
+    with _PIECES_LOCK:
+        found = _PIECES.get(key)
+        if found is not None:
+            _PIECES.move_to_end(key)
+            return found
+    try:
+        found = _ToAst(file, max_depth).transform(parser().parse("\n" * first + text, start=kind))
+    except (UnexpectedInput, NetspecError):  # the whole text's parse says it, where it would say it
+        raise _NotInPieces from None
+    found = found.items if kind == "module" else found
+    with _PIECES_LOCK:
+        _PIECES[key] = found
+        while len(_PIECES) > _PIECES_ENTRIES:
+            _PIECES.popitem(last=False)
+    return found
+
+
+def _item_in_pieces(lines: list[str], depths: list[int], start: int, end: int, file: str, max_depth: int,
+                    piece_lines: int) -> list:
+    """The items of lines[start:end], one top-level item and what follows it up to the next: a block's or
+    network's body of many lines is parsed as its header and closing brace, then its statements in runs."""
+    header_end = next((i for i in range(start, end - 1) if depths[i + 1] == 1), None) if end - start > piece_lines \
+        else None
+    closing = next((i for i in range(end - 1, start, -1) if lines[i].strip() and not lines[i].lstrip().startswith("#")),
+                   None)
+    if header_end is None or closing is None or not re.match(r"(?:block|network)\b", lines[start]) \
+            or not re.fullmatch(r".*\{[ \t]*(?:#.*)?", lines[header_end]) or lines[closing].strip() != "}" \
+            or depths[closing] != 1 or any(depths[i] < 1 for i in range(header_end + 1, closing + 1)):
+        return _parsed_piece("module", lines[start:end], start, file, max_depth)
+    # the header with an empty body (as many lines as the text has, so that its span is the whole item's)
+    skeleton = lines[start:header_end + 1] + [""] * (closing - header_end - 1) + lines[closing:end]
+    items = _parsed_piece("module", skeleton, start, file, max_depth)
+    if not items or not isinstance(items[0], ast.Block) or items[0].body:
+        raise _NotInPieces
+    body: list = []
+    run_start = header_end + 1
+    for i in range(header_end + 2, closing + 1):
+        if i == closing or (i - run_start >= piece_lines and depths[i] == 1 and _starts_statement(lines[i])):
+            body += _parsed_piece("statements", lines[run_start:i], run_start, file, max_depth)
+            run_start = i
+    return [dataclasses.replace(items[0], body=body), *items[1:]]
+
+
+def parse_in_pieces(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting,
+                    piece_lines: int = _PIECE_LINES) -> ast.Module | None:
+    """`text`'s syntax tree put together from its pieces' (parsed, or kept from an earlier parse); None when the
+    text cannot be cut or a piece does not parse. The caller scans the text for its limits first (prescan)."""
+    text = text.lstrip("\ufeff")
+    try:
+        depths = _line_depths(text)
+        lines = text.split("\n")
+        starts = [i for i, line in enumerate(lines) if depths[i] == 0 and _ITEM_START.match(line)]
+        if not starts or any(line.strip() and not line.lstrip().startswith("#") for line in lines[:starts[0]]):
+            return None
+        items: list = []
+        for start, end in zip(starts, starts[1:] + [len(lines)]):
+            items += _item_in_pieces(lines, depths, start, end, file, max_depth, piece_lines)
+    except _NotInPieces:
+        return None
+    return ast.Module(file, items)
+
+
 def parse(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting,
           max_tokens: int | None = DEFAULT.tokens) -> ast.Module:
     """Parse spec text into a syntax tree; too many tokens or too deep brackets are refused before Lark runs
@@ -459,6 +586,8 @@ def parse(text: str, file: str = "<string>", max_depth: int = DEFAULT.nesting,
     text = text.lstrip("\ufeff")
     if max_tokens is not None:
         prescan(text, file, max_depth, max_tokens)  # milliseconds, where the parser could take a minute
+    if len(text) >= _PIECES_FROM_CHARS and (module := parse_in_pieces(text, file, max_depth)) is not None:
+        return module
     try:
         tree = parser().parse(text, start="module")
     except UnexpectedInput as err:

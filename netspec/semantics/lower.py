@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from netspec.language import ast
 from netspec.ground.errors import Diagnostic, NetspecError, Related, Span, did_you_mean
-from netspec.language.evaluate import POISONED, Symbol, evaluate, handed_on, show, step_limit
+from netspec.language.evaluate import (POISONED, Symbol, evaluate, handed_on, show, spend_as_before,
+                                      step_limit, steps_spent)
 from netspec.ir import Graph, Node, Scope
 from netspec.ops import OPS
 from netspec.ops.base import fmt, signature
@@ -101,8 +102,27 @@ def _hashable(value: Any) -> Any:
     return (type(value).__name__, value)  # the incoming value of a network's root body: its `input` creates the graph input
 
 
+@dataclass
+class _Template:
+    """What lowering one block instance made, to be copied for another with the same key: its layers (a slice of
+    the graph's nodes), the scopes inside it, labels read as the chain's head, and what it gave back."""
+
+    path: str
+    scope: tuple[str, ...]  # its caller's scope
+    inputs: dict[str, str]  # its main input and further inputs, as node names: "" for the main one
+    nodes: list[Node]
+    scopes: list[str]
+    early_labels: list[str]
+    instances: int
+    steps: int  # evaluation steps (Limits.evaluation_steps)
+    value: str
+    outputs: list[str] | None
+
+
 class Lowering:
-    def __init__(self, program: Program):
+    """One network's lowering: walks the AST over a stack of Frames and emits the graph's nodes and scopes."""
+
+    def __init__(self, program: Program, reuse_instances: bool = True):
         self.program = program
         self.limits = program.limits
         self.instances = 0  # layers, blocks and groups instantiated: bounds the work, even of empty groups
@@ -123,6 +143,10 @@ class Lowering:
         self.declared_outputs: list[str] | None = None  # from the network's `output` statement
         self.calls: list[tuple[str, Span | None]] = []  # the block instances being lowered, outermost first
         self.output_names: list[str] = []  # the same, as the statement names them
+        self.scope_order: list[str] = []  # self.scopes' paths in the order made, to find an instance's own
+        # Block instances already lowered, by what decides their layers (_instance_key): a network of 1,000
+        # identical residual blocks lowers one and copies it 999 times, renamed (_replay). Off to compare.
+        self.templates: dict[tuple, _Template] | None = {} if reuse_instances else None
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None, notes=(),
               calls: bool = True) -> None:
@@ -726,7 +750,9 @@ class Lowering:
                 self.errors.append(problem)
 
     def _add_scope(self, path: str, kind: str, span: Span) -> None:
-        self.scopes.setdefault(path, Scope(path=path, kind=kind, span=span))
+        if path not in self.scopes:
+            self.scopes[path] = Scope(path=path, kind=kind, span=span)
+            self.scope_order.append(path)
 
     # blocks -----------------------------------------------------------------------
 
@@ -766,17 +792,79 @@ class Lowering:
                 given.append(arg.name or next((p.name for p in block.params if p.name not in given), ""))
             self.scopes[path].arguments = dict(inner.params)
             self.scopes[path].defaulted = tuple(name for name in inner.params if name not in given)
-        self.calls.append((block.name, call.span))
-        try:
-            if isinstance(block, ast.NetworkAlias):
-                return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
-            value = self._run_body(block.body, inner, current, block)
-        finally:
-            self.calls.pop()
+        key = None if spread or isinstance(block, ast.NetworkAlias) else \
+            self._instance_key(block, home, inner, frame, current)
+        template = self.templates.get(key) if key is not None else None
+        if template is not None and self.instances + template.instances <= self.limits.instances \
+                and spend_as_before(template.steps):
+            value = self._replay(template, path, frame.scope, current, inner)
+        else:  # lowered afresh; up to a limit, where it stops the error is where the layers would have been made
+            mark = (len(self.nodes), len(self.errors), len(self.scope_order), len(self.early_labels), self.instances,
+                    steps_spent())
+            self.calls.append((block.name, call.span))
+            try:
+                if isinstance(block, ast.NetworkAlias):
+                    return self._run_step(block.step, inner, current, root_alias=current is _NO_INPUT)
+                value = self._run_body(block.body, inner, current, block)
+            finally:
+                self.calls.pop()
+            if key is not None and len(self.errors) == mark[1] and isinstance(value, str):
+                self.templates[key] = _Template(
+                    path, frame.scope, {"": current, **inner.tensors}, self.nodes[mark[0]:],
+                    self.scope_order[mark[2]:], list(self.early_labels)[mark[3]:], self.instances - mark[4],
+                    steps_spent() - mark[5], value, inner.outputs)
         if inner.outputs is not None:
             value = inner.outputs[0] if inner.outputs else _POISON
             self.block_outputs = (value, inner.outputs)
         return value
+
+    def _instance_key(self, block: ast.Block, home: Definitions, inner: Frame, caller: Frame, current) -> tuple | None:
+        """What decides the layers a block instance makes: the block, its arguments, the shapes it receives and the
+        blocks being instantiated around it (recursion stops by depth). None when an instance cannot be copied:
+        an input that is not a shaped layer, or one name standing for two of its inputs (renaming would merge
+        them)."""
+        if self.templates is None:
+            return None
+        inputs = [current, *inner.tensors.values()]
+        if len(set(inputs)) < len(inputs) or self.input_name in inputs \
+                or not all(isinstance(v, str) and v in self.shapes for v in inputs):
+            return None
+        try:
+            arguments = _hashable(inner.params)
+            hash(arguments)
+        except TypeError:  # an argument without a value identity (a Symbol of another program, say)
+            return None
+        return (id(block), id(home), arguments, caller.stack, tuple(inner.tensors),
+                tuple(self.shapes[v] for v in inputs))
+
+    def _replay(self, template: _Template, path: str, scope: tuple[str, ...], current: str, inner: Frame) -> str:
+        """Copy a lowered instance's layers and scopes as the instance at `path`: the same nodes (arguments, spans and
+        shapes shared, being immutable), renamed under `path` and reading this instance's inputs."""
+        old = template.path + "."
+        renamed = {template.inputs[""]: current, **{template.inputs[k]: v for k, v in inner.tensors.items()}}
+
+        def rename(name: str) -> str:
+            return path + "." + name[len(old):] if name.startswith(old) else renamed.get(name, name)
+
+        for old_path in template.scopes:
+            new_path = rename(old_path)
+            if new_path not in self.scopes:
+                self.scopes[new_path] = self.scopes[old_path].model_copy(update={"path": new_path})
+                self.scope_order.append(new_path)
+        depth = len(template.scope) + 1
+        head = scope + (path,)
+        for node in template.nodes:
+            name = rename(node.name)
+            self.nodes.append(node.renamed(name, [rename(i) for i in node.inputs],
+                                           head + tuple(rename(s) for s in node.scope[depth:])))
+            self.node_spans[name] = node.span
+            self.shapes[name] = node.shape
+        for label in template.early_labels:
+            self.early_labels.setdefault(rename(label), self.early_labels[label])
+        self.instances += template.instances
+        if template.outputs is not None:
+            inner.outputs = [rename(v) for v in template.outputs]
+        return rename(template.value)
 
     def _bind_block_args(self, block, call: ast.Call, caller: Frame, inner: Frame) -> bool:
         params = {p.name: p for p in block.params}
@@ -899,11 +987,13 @@ def leading_inputs(body: list[ast.Stmt]) -> int:
     return count
 
 
-def lower(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:
-    """Instantiate one network of a loaded program as a graph (shapes not yet inferred).
+def lower(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None,
+          reuse_instances: bool = True) -> Graph:
+    """Instantiate one network of a loaded program as a graph, each layer's shape inferred as it is made.
 
     Mistakes found here are in `graph.diagnostics`; the graph then holds the layers that were sound.
+    `reuse_instances=False` lowers every block instance afresh (to check that copying them changes nothing).
     """
     name = select_network(program, network)
     with step_limit(program.limits.evaluation_steps):  # the arguments of every instance
-        return Lowering(program).network(name, overrides or {})
+        return Lowering(program, reuse_instances).network(name, overrides or {})
