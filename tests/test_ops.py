@@ -34,7 +34,8 @@ def test_ops_with_parameters_override_the_count():
     with_params = {name for name, op in OPS.items() if type(op).params is not Op.params}
     assert with_params == {"conv", "linear", "subsample", "batchnorm", "rbf", "add", "scale", "capsule",
                            "layernorm", "groupnorm", "instancenorm", "layer_scale", "prelu", "conv_transpose",
-                           "std_conv", "class_token", "position_embedding", "self_attention"}
+                           "std_conv", "class_token", "position_embedding", "self_attention",
+                           "partition_attention", "window_attention", "patch_merging"}
 
 
 def conv_reference(n, k, s, p, d):

@@ -24,7 +24,7 @@ from netspec.ground.errors import Sources  # noqa: E402
 from netspec.semantics.program import load_program  # noqa: E402
 
 ZOO = ROOT / "specs" / "torchvision"
-TRANSFORMERS = ("swin_", "maxvit_")  # torchvision's 7 transformers not stated yet (its 5 ViTs are: vit.net)
+TRANSFORMERS = ()  # torchvision's transformers: ViT (vit.net), Swin (swin.net), MaxViT (maxvit.net)
 
 
 def zoo_networks() -> dict[str, Path]:
@@ -76,7 +76,7 @@ MACS_DIFFER: dict[str, tuple[float, str]] = {
 REPRESENTATIVES = ["alexnet", "vgg11_bn", "resnet18", "resnext50_32x4d", "wide_resnet50_2", "squeezenet1_1",
                    "densenet121", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mnasnet0_5",
                    "shufflenet_v2_x0_5", "efficientnet_b0", "efficientnet_v2_s", "regnet_x_400mf",
-                   "regnet_y_400mf", "convnext_tiny", "vit_b_32"]
+                   "regnet_y_400mf", "convnext_tiny", "vit_b_32", "maxvit_t", "swin_t"]
 # The ONNX check takes one member of each torchvision model file; AlexNet, VGG, ResNet and GoogLeNet are
 # exported from specs/ in tests/test_onnx.py and tests/test_outputs.py, so they are not repeated here; ViT's family
 # spec is exported at a small size, with torchvision's VisionTransformer's weights, in tests/test_vit.py.
@@ -109,7 +109,8 @@ def published(name: str, size: int):
 
 
 def test_the_zoo_covers_every_torchvision_cnn_builder_and_vit():
-    assert len(BUILDERS) == 73 and len([b for b in BUILDERS if b.startswith("vit_")]) == 5
+    assert len(BUILDERS) == 80 and len([b for b in BUILDERS if b.startswith("vit_")]) == 5
+    assert len([b for b in BUILDERS if b.startswith("swin_")]) == 6
     assert sorted(NETWORKS) == BUILDERS
 
 
@@ -136,7 +137,8 @@ def test_state_dict_keys_shapes_and_order_match_the_builder(name):
     with torch.device("meta"):
         ours = to_module(graph).state_dict()
     theirs = builder_on_meta(name).state_dict()
-    assert [(k, tuple(v.shape)) for k, v in ours.items()] == [(k, tuple(v.shape)) for k, v in theirs.items()]
+    ours, theirs = [(k, tuple(v.shape)) for k, v in ours.items()], [(k, tuple(v.shape)) for k, v in theirs.items()]
+    assert ours == theirs
     assert sum(n.params for n in graph.nodes) == sum(p.numel() for p in builder_on_meta(name).parameters())
 
 
@@ -148,8 +150,12 @@ def weight_macs(node) -> int:
     if node.op == "linear":  # over channels and over tokens count no bias
         over_features_bias = node.args.bias and node.args.over == "features" and len(node.shape) == 1
         return node.macs - (node.args.out_features if over_features_bias else 0)
-    if node.op == "self_attention":  # its projections and its two matrix products, no bias
+    if node.op in ("self_attention", "partition_attention"):  # projections and two matrix products, no bias
         return node.macs
+    if node.op == "window_attention":  # the same within windows, and v2's position-bias MLP (no bias)
+        return node.macs
+    if node.op == "patch_merging":  # the reduction's 4C x 2C weights at each position; its norm's 2C do not count
+        return node.macs - (node.params - 2 * node.shape[0] ** 2)
     if node.op == "add" and node.args.project_bn:  # projection convs count; their batch norms' 2C each do not
         channels = node.shape[0]
         projected = node.buffers // (2 * channels + 1)  # each projection's batch norm keeps 2C + 1 buffers

@@ -519,3 +519,230 @@ class Token(nn.Module):
 
     def forward(self, x):
         return x[:, self.index]
+
+
+# MaxViT
+
+class PartitionAttention(nn.Module):
+    """MaxViT's attention within partitions of a [B, C, H, W] map, torchvision's RelativePositionalMultiHeadAttention
+    between its WindowPartition and WindowDepartition, with the same state_dict (relative_position_bias_table,
+    relative_position_index, to_qkv, merge). partition="block": each size x size window of neighbouring positions
+    attends within itself; "grid": each size x size grid of positions H/size and W/size apart (torchvision's "grid"
+    partition with its axis swap). The map comes back [B, C, H, W]."""
+
+    def __init__(self, channels, head_dim, size, partition="block"):
+        super().__init__()
+        self.heads, self.head_dim, self.size, self.partition = channels // head_dim, head_dim, size, partition
+        self.scale = channels ** -0.5  # torchvision scales by the channels, not by head_dim
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.merge = nn.Linear(channels, channels)
+        self.relative_position_bias_table = nn.Parameter(torch.empty((2 * size - 1) ** 2, self.heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", self.relative_position_index_of(size))
+
+    @staticmethod
+    def relative_position_index_of(size):
+        """For each pair of positions (i, j) of a size x size partition, row by row, the row of the bias table
+        for the offset from j to i: (dy + size - 1) * (2 size - 1) + (dx + size - 1)."""
+        coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
+        offsets = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (size - 1)
+        return offsets[:, :, 0] * (2 * size - 1) + offsets[:, :, 1]
+
+    def attend(self, x):
+        """Multi-head attention within each partition: [B, G, P, C] -> [B, G, P, C]."""
+        batch, groups, positions, channels = x.shape
+        q, k, v = (part.reshape(batch, groups, positions, self.heads, self.head_dim).transpose(2, 3)
+                   for part in self.to_qkv(x).chunk(3, dim=-1))
+        scores = q @ (k * self.scale).transpose(-2, -1)  # [B, G, heads, P, P]
+        bias = self.relative_position_bias_table[self.relative_position_index.flatten()]
+        scores = scores + bias.reshape(positions, positions, self.heads).permute(2, 0, 1)
+        attended = scores.softmax(dim=-1) @ v
+        return self.merge(attended.transpose(2, 3).reshape(batch, groups, positions, channels))
+
+    def forward(self, x):
+        batch, channels, height, width = x.shape
+        size, rows, cols = self.size, height // self.size, width // self.size
+        if self.partition == "block":  # [B, rows, cols, size, size, C]: the windows, each row by row
+            x = x.reshape(batch, channels, rows, size, cols, size).permute(0, 2, 4, 3, 5, 1)
+        else:  # [B, rows, cols, size, size, C]: the grids (one position of each window), each row by row
+            x = x.reshape(batch, channels, size, rows, size, cols).permute(0, 3, 5, 2, 4, 1)
+        x = self.attend(x.reshape(batch, rows * cols, size * size, channels))
+        x = x.reshape(batch, rows, cols, size, size, channels)
+        x = x.permute(0, 5, 1, 3, 2, 4) if self.partition == "block" else x.permute(0, 5, 3, 1, 4, 2)
+        return x.reshape(batch, channels, height, width)
+
+
+# Swin Transformer (v1 and v2)
+
+class ShiftedWindowAttention(nn.Module):
+    """torchvision's Swin ShiftedWindowAttention on a channels-first map [B, C, H, W]: the map (channels-last inside)
+    is padded to a multiple of the window, rolled back by `shift_size`, cut into windows of N positions, and each
+    window attends within itself, softmax(q k^T / sqrt(C / heads) + relative position bias + mask) v, per head;
+    the same state_dict (relative_position_bias_table, relative_position_index, qkv, proj). The map's size is
+    fixed when the spec is compiled, so the shift (0 where the window covers the map, as torchvision sets it) and
+    the mask that keeps rolled-together edges apart are worked out once, here."""
+
+    def __init__(self, dim, num_heads, window_size, shift_size, height, width, attention_dropout=0.0, dropout=0.0):
+        super().__init__()
+        self.num_heads, self.window_size, self.attention_dropout, self.dropout = num_heads, window_size, \
+            attention_dropout, dropout
+        self.height, self.width = height, width
+        self.padded = [-(-height // window_size[0]) * window_size[0], -(-width // window_size[1]) * window_size[1]]
+        self.shift_size = [0 if window >= side else shift for window, side, shift in
+                           zip(window_size, self.padded, shift_size)]
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.define_relative_position_bias_table()
+        self.define_relative_position_index()
+        self.register_buffer("attention_mask", self.shifted_windows_mask(), persistent=False)
+        for linear in self.modules():  # torchvision's SwinTransformer starts every nn.Linear so
+            if isinstance(linear, nn.Linear):
+                nn.init.trunc_normal_(linear.weight, std=0.02)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+
+    def define_relative_position_bias_table(self):
+        offsets = (2 * self.window_size[0] - 1) * (2 * self.window_size[1] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(offsets, self.num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def define_relative_position_index(self):
+        """For each pair of a window's positions, the row of the bias table of their offset (dy, dx)."""
+        rows, cols = self.window_size
+        coords = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # N, N, 2
+        index = (relative[:, :, 0] + rows - 1) * (2 * cols - 1) + relative[:, :, 1] + cols - 1
+        self.register_buffer("relative_position_index", index.flatten())
+
+    def shifted_windows_mask(self):
+        """-100 between positions of a window that the roll brought together from different regions, else 0
+        ([windows, N, N]); None when nothing is shifted."""
+        if sum(self.shift_size) == 0:
+            return None
+        (pad_h, pad_w), (rows, cols), (shift_h, shift_w) = self.padded, self.window_size, self.shift_size
+        regions = torch.zeros(pad_h, pad_w)
+        count = 0
+        for h in ((0, -rows), (-rows, -shift_h), (-shift_h, None)):
+            for w in ((0, -cols), (-cols, -shift_w), (-shift_w, None)):
+                regions[h[0]:h[1], w[0]:w[1]] = count
+                count += 1
+        regions = regions.view(pad_h // rows, rows, pad_w // cols, cols).permute(0, 2, 1, 3).reshape(-1, rows * cols)
+        differ = regions.unsqueeze(1) - regions.unsqueeze(2)
+        return differ.masked_fill(differ != 0, -100.0).masked_fill(differ == 0, 0.0)
+
+    def relative_position_bias(self):
+        """[1, heads, N, N]: each head's learnt bias for each pair's offset."""
+        tokens = self.window_size[0] * self.window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index].view(tokens, tokens, -1)
+        return bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+
+    def qkv_bias(self):
+        return self.qkv.bias
+
+    def scores(self, q, k):
+        head_dim = q.shape[-1]
+        return (q * head_dim ** -0.5).matmul(k.transpose(-2, -1))
+
+    def forward(self, x):
+        channels = x.shape[1]
+        (pad_h, pad_w), (rows, cols), (shift_h, shift_w) = self.padded, self.window_size, self.shift_size
+        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, 0, pad_w - self.width, 0, pad_h - self.height))
+        if self.attention_mask is not None:
+            x = torch.roll(x, shifts=(-shift_h, -shift_w), dims=(1, 2))
+        windows = x.reshape(-1, pad_h // rows, rows, pad_w // cols, cols, channels).permute(0, 1, 3, 2, 4, 5)
+        windows = windows.reshape(-1, rows * cols, channels)  # [B * windows, N, C]
+        x = self.attend(windows)
+        x = x.reshape(-1, pad_h // rows, pad_w // cols, rows, cols, channels).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(-1, pad_h, pad_w, channels)
+        if self.attention_mask is not None:
+            x = torch.roll(x, shifts=(shift_h, shift_w), dims=(1, 2))
+        return x[:, :self.height, :self.width].permute(0, 3, 1, 2)
+
+    def attend(self, windows):
+        """Multi-head attention within each window, [B * windows, N, C] -> the same."""
+        count, tokens, channels = windows.shape
+        qkv = nn.functional.linear(windows, self.qkv.weight, self.qkv_bias())
+        q, k, v = qkv.reshape(count, tokens, 3, self.num_heads, channels // self.num_heads).permute(2, 0, 3, 1, 4)
+        attention = self.scores(q, k) + self.relative_position_bias()
+        if self.attention_mask is not None:
+            windows_per_sample = self.attention_mask.shape[0]
+            attention = attention.view(-1, windows_per_sample, self.num_heads, tokens, tokens)
+            attention = attention + self.attention_mask.unsqueeze(1).unsqueeze(0)
+            attention = attention.view(-1, self.num_heads, tokens, tokens)
+        attention = nn.functional.dropout(attention.softmax(dim=-1), p=self.attention_dropout, training=self.training)
+        x = attention.matmul(v).transpose(1, 2).reshape(count, tokens, channels)
+        return nn.functional.dropout(self.proj(x), p=self.dropout, training=self.training)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, window_size={self.window_size}, shift_size={self.shift_size}"
+
+
+class ShiftedWindowAttentionV2(ShiftedWindowAttention):
+    """torchvision's Swin v2 ShiftedWindowAttentionV2: cosine attention, cos(q, k) times a learnt per-head
+    `logit_scale` (exp, at most 100), and a continuous position bias, 16 sigmoid(cpb_mlp(offset)), the offsets
+    log-spaced in `relative_coords_table`; the key's bias is held at zero. The same state_dict as torchvision's."""
+
+    def __init__(self, dim, num_heads, window_size, shift_size, height, width, attention_dropout=0.0, dropout=0.0):
+        super().__init__(dim, num_heads, window_size, shift_size, height, width, attention_dropout, dropout)
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+        nn.init.trunc_normal_(self.cpb_mlp[0].weight, std=0.02)
+        nn.init.zeros_(self.cpb_mlp[0].bias)
+        nn.init.trunc_normal_(self.cpb_mlp[2].weight, std=0.02)
+
+    def define_relative_position_bias_table(self):
+        """Each offset (dy, dx) scaled to [-8, 8] by the window and log-spaced: sign * log2(|.| + 1) / 3."""
+        rows, cols = self.window_size
+        dy = torch.arange(-(rows - 1), rows, dtype=torch.float32) / (rows - 1) * 8
+        dx = torch.arange(-(cols - 1), cols, dtype=torch.float32) / (cols - 1) * 8
+        table = torch.stack(torch.meshgrid([dy, dx], indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+        self.register_buffer("relative_coords_table", torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0)
+
+    def relative_position_bias(self):
+        tokens = self.window_size[0] * self.window_size[1]
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = table[self.relative_position_index].view(tokens, tokens, -1).permute(2, 0, 1).contiguous()
+        return 16 * torch.sigmoid(bias.unsqueeze(0))
+
+    def qkv_bias(self):
+        third = self.qkv.bias.numel() // 3
+        return torch.cat([self.qkv.bias[:third], torch.zeros_like(self.qkv.bias[third:2 * third]),
+                          self.qkv.bias[2 * third:]])
+
+    def scores(self, q, k):
+        cosine = nn.functional.normalize(q, dim=-1) @ nn.functional.normalize(k, dim=-1).transpose(-2, -1)
+        return cosine * torch.clamp(self.logit_scale, max=4.605170185988092).exp()  # at most log(100)
+
+
+class PatchMerging(nn.Module):
+    """torchvision's Swin PatchMerging on a channels-first map: each 2x2 patch's positions (top-left, bottom-left,
+    top-right, bottom-right) joined into 4C channels, the map padded to even sides first, then `norm` over the
+    4C and `reduction` to 2C, channels-last inside; [B, C, H, W] -> [B, 2C, ceil(H/2), ceil(W/2)]."""
+
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(self.normalised(dim), eps=eps)
+        nn.init.trunc_normal_(self.reduction.weight, std=0.02)
+
+    def normalised(self, dim):
+        return 4 * dim
+
+    def merge(self, x):
+        """[B, C, H, W] -> [B, ceil(H/2), ceil(W/2), 4C], channels-last."""
+        height, width = x.shape[-2:]
+        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, 0, width % 2, 0, height % 2))
+        return torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+
+    def forward(self, x):
+        return self.reduction(self.norm(self.merge(x))).permute(0, 3, 1, 2)
+
+
+class PatchMergingV2(PatchMerging):
+    """torchvision's Swin v2 PatchMergingV2: the reduction to 2C first, then the norm over the 2C."""
+
+    def normalised(self, dim):
+        return 2 * dim
+
+    def forward(self, x):
+        return self.norm(self.reduction(self.merge(x))).permute(0, 3, 1, 2)
