@@ -253,6 +253,13 @@ def test_the_extension_declares_the_language_grammar_and_server():
     main = (VSCODE / package["main"]).read_text()
     assert 'args: ["lsp"]' in main and "vscode-languageclient/node" in main
     assert "vscode-languageclient" in package["dependencies"]
+    # the inlay-hint setting: the server's modes, handed over at start and on every change of the section
+    from netspec.lsp.inlays import MODES
+
+    setting = contributes["configuration"]["properties"]["netspec.inlayHints"]
+    assert (setting["enum"], setting["default"]) == (list(MODES), MODES[0])
+    assert 'initializationOptions: { inlayHints: settings.get("inlayHints", "shapes+params") }' in main
+    assert 'synchronize: { configurationSection: "netspec" }' in main
     configuration = json.loads((VSCODE / "language-configuration.json").read_text())
     assert configuration["comments"] == {"lineComment": "#"}
     assert configuration["brackets"] == [["{", "}"], ["[", "]"], ["(", ")"]]

@@ -10,8 +10,13 @@ let client;
 function activate() {
   const program = vscode.workspace.getConfiguration("netspec").get("server.path", "netspec");
   const server = { command: program, args: ["lsp"], transport: TransportKind.stdio };
+  const settings = vscode.workspace.getConfiguration("netspec");
   client = new LanguageClient("netspec", "netspec language server", server, {
     documentSelector: [{ scheme: "file", language: "netspec" }, { scheme: "untitled", language: "netspec" }],
+    // The server reads `inlayHints` at start and again from workspace/didChangeConfiguration, which the client
+    // sends with the whole `netspec` section whenever one of its settings changes.
+    initializationOptions: { inlayHints: settings.get("inlayHints", "shapes+params") },
+    synchronize: { configurationSection: "netspec" },
   });
   return client.start().catch((error) => {
     vscode.window.showErrorMessage(
