@@ -14,7 +14,7 @@ from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation
 __all__ = ["NetspecLexer"]
 
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-KEYWORDS = ("import", "let", "block", "network", "train", "input", "output", "export", "for", "in", "if", "else",
+KEYWORDS = ("import", "let", "block", "network", "train", "input", "output", "export", "register", "for", "in", "if", "else",
             "and", "or", "not")
 
 

@@ -51,6 +51,8 @@ class Scope(BaseModel):
     span: Span | None = Field(default=None, exclude=True)
     arguments: dict[str, Any] = Field(default_factory=dict, exclude=True)  # a block instance's evaluated arguments
     defaulted: tuple[str, ...] = Field(default=(), exclude=True)  # those it took from the block's defaults
+    # its `register` statement: children (local names) the compiled module registers in this order (torch's)
+    registration: tuple[str, ...] = ()
 
 
 class Graph(BaseModel):
@@ -66,6 +68,7 @@ class Graph(BaseModel):
     output_names: list[str] = []  # the outputs as the spec's `output` statement names them, main first
     nodes: list[Node]
     scopes: dict[str, Scope] = {}
+    registration: tuple[str, ...] = ()  # the network body's `register` statement (Scope.registration)
     recipe: dict[str, Any] = {}  # the spec's `train` settings (netspec.semantics.recipe.Recipe fields)
     diagnostics: list[Diagnostic] = Field(default_factory=list, exclude=True)  # errors and warnings, as found
     warnings: list[Diagnostic] = Field(default_factory=list, exclude=True)  # set by netspec.load: the spec checked

@@ -34,6 +34,20 @@ def whole(text: str, file: str = "f.net"):
         return None
 
 
+def spans(tree) -> list:
+    """Every node's type and span, in order: trees compare without their spans (ast.py), these with them."""
+    if isinstance(tree, list):
+        return [found for item in tree for found in spans(item)]
+    if not dataclasses.is_dataclass(tree):
+        return []
+    own = [(type(tree).__name__, getattr(tree, "span", None))]
+    return own + [found for f in dataclasses.fields(tree) if f.name != "span" for found in spans(getattr(tree, f.name))]
+
+
+def same_tree(got, expected) -> bool:
+    return got == expected and spans(got) == spans(expected)
+
+
 @pytest.fixture
 def parses(monkeypatch):
     """The pieces Lark parses (each piece's start symbol), however the parse is reached."""
@@ -52,14 +66,14 @@ def parses(monkeypatch):
 
 # Parsing in pieces ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lines", [1, 5, 32])
+@pytest.mark.parametrize("lines", [1, 5])
 def test_every_spec_in_the_repository_parsed_in_pieces_is_the_same_tree(lines):
     compared = 0
     for path in SPEC_FILES:
         text = path.read_text(errors="replace")
         expected = whole(text, str(path))
         got = parse_in_pieces(text, str(path), DEFAULT.nesting, lines)
-        assert got == expected or (got is None and expected is None) or \
+        assert (got is not None and same_tree(got, expected)) or (got is None and expected is None) or \
             (got is None and path.name == "too_deep.net"), path  # nesting refused: the whole parse reports it
         compared += got is not None
     assert compared >= 100
@@ -73,20 +87,28 @@ def test_an_edit_inside_a_large_body_parses_one_piece_again(parses):
     edited = text.replace("linear(10)", "linear(12)")
     again = parse_module.parse(edited, "deep.net")
     assert parses == ["statements"]
-    assert again == whole(edited, "deep.net") and again != first
+    assert same_tree(again, whole(edited, "deep.net")) and again != first
     parses.clear()
     assert parse_module.parse(edited, "deep.net") == again and parses == []
 
 
-def test_an_edit_that_adds_a_line_parses_the_pieces_below_it_again(parses):
+@pytest.mark.parametrize("edit", ["add a line", "remove a line", "add a statement"])
+def test_an_edit_that_adds_or_removes_lines_moves_the_pieces_below_it_without_parsing_them(edit, parses):
     text = generated_spec(1000)
     parse_module.parse(text, "deep.net")
     lines = text.split("\n")
-    lines.insert(900, "")
+    if edit == "add a line":
+        lines.insert(400, "")
+    elif edit == "remove a line":
+        del lines[400]
+    else:
+        lines.insert(400, "  extra: relu()")
     parses.clear()
     edited = "\n".join(lines)
-    assert parse_module.parse(edited, "deep.net") == whole(edited, "deep.net")
-    assert 1 < len(parses) < 10  # the pieces from line 900 on: spans below the new line move
+    assert same_tree(parse_module.parse(edited, "deep.net"), whole(edited, "deep.net"))
+    # the network's header and closing brace (their span grew or shrank) and the run of statements edited (two
+    # where the edit moved the cut between them); the runs below it are moved, not parsed
+    assert parses.count("module") == 1 and 1 <= parses.count("statements") <= 2 and len(parses) <= 3
 
 
 def test_a_mistake_in_a_large_text_is_reported_as_the_whole_parse_reports_it():
@@ -104,14 +126,14 @@ def test_a_mutated_spec_parsed_in_pieces_is_the_same_tree_or_parsed_whole(data):
     _, raw = data
     text = raw.decode("utf-8", "replace")
     got = parse_in_pieces(text, "f.net", DEFAULT.nesting, 2)
-    assert got is None or got == whole(text)
+    assert got is None or same_tree(got, whole(text))
 
 
-@fixed_budget(60)
+@fixed_budget(30)
 @given(text=syntax_valid())
 def test_a_grammar_sentence_parsed_in_pieces_is_the_same_tree(text):
     got = parse_in_pieces(text, "f.net", DEFAULT.nesting, 1)
-    assert got is None or got == whole(text)
+    assert got is None or same_tree(got, whole(text))
 
 
 # Lowering identical block instances once --------------------------------------------------------------------------

@@ -172,6 +172,8 @@ class _Layout:
             out += [k[i], " ", k[i + 1]]
         return out
 
+    register_stmt = export_stmt
+
     def output_stmt(self, k):
         rest = []
         for i in range(2, len(k), 2):

@@ -166,6 +166,16 @@ class Export:
 
 
 @dataclass
+class Register:
+    """`register norm1, attn, mlp`: the order in which the compiled module registers these labelled children of
+    the body (torch's `__init__` order), placed where the first of them would be; what runs is unchanged."""
+
+    names: list[str]
+    name_spans: list[Span] = field(default_factory=list, compare=False, repr=False)  # each name's, in order
+    span: Span = _span()
+
+
+@dataclass
 class Input:
     name: str
     shape: Expr | None
@@ -207,7 +217,7 @@ class Let:
     span: Span = _span()
 
 
-Stmt = Input | Assign | Chain | For | Output | Let | Export  # a Let in a body binds a local constant
+Stmt = Input | Assign | Chain | For | Output | Let | Export | Register  # a Let in a body binds a local constant
 
 
 # Top-level items -----------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import hashlib
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -39,7 +40,6 @@ def cache_file(grammar: str) -> str | bool:
 
     Lark pickles the tables, so they live in a directory only this user can write, never in a shared /tmp.
     """
-    import hashlib
     import os
 
     import lark
@@ -185,6 +185,9 @@ class _ToAst:
 
     def export_stmt(self, meta, c):
         return ast.Export([str(n) for n in c], self.s(meta))
+
+    def register_stmt(self, meta, c):
+        return ast.Register([str(n) for n in c], [_token_span(self.file, n) for n in c], self.s(meta))
 
     def chain(self, meta, c):
         return ast.Chain(list(c), self.s(meta))
@@ -469,8 +472,8 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
 _PIECE_LINES = 32  # a body's statements are parsed in runs of about this many lines
 _PIECES_FROM_CHARS = 16 * 1024  # smaller texts are parsed whole: milliseconds
 _KEYWORDS = frozenset({"and", "block", "else", "export", "false", "for", "if", "import", "in", "input", "let",
-                       "network", "not", "or", "output", "train", "true"})
-_STATEMENT_KEYWORDS = frozenset({"block", "export", "for", "input", "let", "output"})  # `block:` is a label
+                       "network", "not", "or", "output", "register", "train", "true"})
+_STATEMENT_KEYWORDS = frozenset({"block", "export", "for", "input", "let", "output", "register"})  # `block:` is a label
 _ITEM_START = re.compile(r"(?:import|let|block|network|train)\b")
 _FIRST_WORD = re.compile(r'[ \t]*(?:(")|([A-Za-z_][A-Za-z0-9_]*))')
 _BRACKETS_AND_LINES = re.compile(r'"[^"\n]*"|#[^\n]*|[{}()\[\]\n]')
@@ -501,6 +504,16 @@ def _line_depths(text: str) -> list[int]:
     return depths
 
 
+def _cut_before(line: str, run: int, piece_lines: int) -> bool:
+    """Whether a run of statements `run` lines long ends before `line`, where a statement may begin. Decided by the
+    line's text (one line in `piece_lines`, by its hash), not by counting, so that a line added or removed moves
+    the cuts only near it and the pieces after it keep their texts; within a quarter and four times the size."""
+    if run < max(1, piece_lines // 4):
+        return False
+    digest = hashlib.blake2b(line.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return run >= 4 * piece_lines or int.from_bytes(digest, "little") % piece_lines == 0
+
+
 def _starts_statement(line: str) -> bool:
     match = _FIRST_WORD.match(line)
     if match is None:
@@ -509,22 +522,45 @@ def _starts_statement(line: str) -> bool:
     return match.group(1) is not None or word not in _KEYWORDS or word in _STATEMENT_KEYWORDS
 
 
+def _moved(value, lines: int):
+    """A syntax tree (or part of one) parsed `lines` lines higher: the same nodes, each span moved down. The trees
+    in the cache are shared, so this copies rather than changes them."""
+    if isinstance(value, list):
+        return [_moved(item, lines) for item in value]
+    if isinstance(value, Span):
+        return Span(value.file, value.line + lines, value.col, value.end_line + lines, value.end_col)
+    names = _FIELDS.get(type(value))
+    if names is None:
+        if not dataclasses.is_dataclass(value):
+            return value  # a name, a number, a word
+        names = _FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    return type(value)(**{name: _moved(getattr(value, name), lines) for name in names})
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _parsed_piece(kind: str, lines: list[str], first: int, file: str, max_depth: int) -> list:
-    """The items ("module") or statements ("statements") of lines[first:first + len], parsed at their place."""
+    """The items ("module") or statements ("statements") of lines[first:first + len], parsed at their place: kept
+    by their text, so that lines added or removed above a piece move its spans instead of parsing it again."""
     text = "\n".join(lines)
-    key = (kind, file, max_depth, first, text)
+    key = (kind, file, max_depth, text)
     with _PIECES_LOCK:
-        found = _PIECES.get(key)
-        if found is not None:
+        kept = _PIECES.get(key)
+        if kept is not None:
             _PIECES.move_to_end(key)
-            return found
-    try:
-        found = _ToAst(file, max_depth).transform(parser().parse("\n" * first + text, start=kind))
-    except (UnexpectedInput, NetspecError):  # the whole text's parse says it, where it would say it
-        raise _NotInPieces from None
-    found = found.items if kind == "module" else found
+    if kept is not None:
+        if kept[0] == first:
+            return kept[1]
+        found = _moved(kept[1], first - kept[0])
+    else:
+        try:
+            found = _ToAst(file, max_depth).transform(parser().parse("\n" * first + text, start=kind))
+        except (UnexpectedInput, NetspecError):  # the whole text's parse says it, where it would say it
+            raise _NotInPieces from None
+        found = found.items if kind == "module" else found
     with _PIECES_LOCK:
-        _PIECES[key] = found
+        _PIECES[key] = (first, found)
         while len(_PIECES) > _PIECES_ENTRIES:
             _PIECES.popitem(last=False)
     return found
@@ -550,7 +586,8 @@ def _item_in_pieces(lines: list[str], depths: list[int], start: int, end: int, f
     body: list = []
     run_start = header_end + 1
     for i in range(header_end + 2, closing + 1):
-        if i == closing or (i - run_start >= piece_lines and depths[i] == 1 and _starts_statement(lines[i])):
+        if i == closing or (depths[i] == 1 and _cut_before(lines[i], i - run_start, piece_lines)
+                            and _starts_statement(lines[i])):
             body += _parsed_piece("statements", lines[run_start:i], run_start, file, max_depth)
             run_start = i
     return [dataclasses.replace(items[0], body=body), *items[1:]]

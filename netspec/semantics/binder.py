@@ -233,6 +233,7 @@ class Binder:
             self.body(item.body, scope)
 
     def body(self, statements: list, scope: NameScope) -> None:
+        registers: list[ast.Register] = []
         for stmt in statements:
             if isinstance(stmt, ast.Input):
                 if isinstance(stmt.shape, ast.ListExpr):  # `[c, h, w]`: a name not bound yet is bound here
@@ -285,6 +286,11 @@ class Binder:
                         self.expr(item.condition, scope)
             elif isinstance(stmt, ast.Chain):
                 self.chain(stmt, scope)
+            elif isinstance(stmt, ast.Register):
+                registers.append(stmt)
+        for stmt in registers:  # after the body: it names labels made after it
+            for name, where in zip(stmt.names, stmt.name_spans):
+                self.add(where, "ref", stmt, scope.value(name))
 
     def chain(self, chain: ast.Chain, scope: NameScope) -> None:
         for step in chain.steps:

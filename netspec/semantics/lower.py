@@ -52,6 +52,11 @@ class Frame:
     kind: str = "block"  # "block" (a network or block instance), "group" or "loop" (one pass of a for loop)
     tensors: dict[str, Any] = field(default_factory=dict)  # a block instance's further inputs, by name
     outputs: list[str] | None = None  # a block's `output` statement: its values, the main one first
+    labels: list[str] = field(default_factory=list)  # the labels of what the body made, its loops' included
+
+    def body_frame(self) -> Frame:
+        """The frame of the body a for loop's pass runs in (this frame, outside a loop)."""
+        return self.parent.body_frame() if self.kind == "loop" and self.parent is not None else self
 
     def __post_init__(self):
         enclosing = self.parent.names if self.parent is not None else NameScope(params=self.defs.lets)
@@ -90,7 +95,7 @@ _FRIENDLY = {
     "list_type": "expected a list",
 }
 
-_NO_INPUT = object()
+_NO_INPUT = object()  # the incoming value of a network's root body: its `input` creates the graph input
 
 
 def _hashable(value: Any) -> Any:
@@ -99,7 +104,7 @@ def _hashable(value: Any) -> Any:
         return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return ("list", tuple(_hashable(v) for v in value))
-    return (type(value).__name__, value)  # the incoming value of a network's root body: its `input` creates the graph input
+    return (type(value).__name__, value)
 
 
 @dataclass
@@ -143,6 +148,8 @@ class Lowering:
         self.declared_outputs: list[str] | None = None  # from the network's `output` statement
         self.calls: list[tuple[str, Span | None]] = []  # the block instances being lowered, outermost first
         self.output_names: list[str] = []  # the same, as the statement names them
+        self.root_registration: tuple[str, ...] = ()  # the network body's `register` statement, checked
+        self.registered: dict[str, Span] = {}  # each body's path ("" the network's) -> its `register` statement
         self.scope_order: list[str] = []  # self.scopes' paths in the order made, to find an instance's own
         # Block instances already lowered, by what decides their layers (_instance_key): a network of 1,000
         # identical residual blocks lowers one and copies it 999 times, renamed (_replay). Off to compare.
@@ -196,7 +203,7 @@ class Lowering:
         self.errors.extend(mistakes)
         return Graph(name=name, file=defs.file, arguments=arguments, input=self.input_name or "",
                      input_shape=self.input_shape or (), output=output, aux_outputs=aux_outputs,
-                     output_names=output_names, nodes=self.nodes,
+                     output_names=output_names, nodes=self.nodes, registration=self.root_registration,
                      scopes=self.scopes, recipe=recipe, diagnostics=self.errors)
 
     def _bind_network_params(self, item, overrides: dict[str, Any], frame: Frame) -> None:
@@ -220,6 +227,7 @@ class Lowering:
     def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None,
                   loop: bool = False) -> Any:
         inputs = leading_inputs(body)
+        registers: list[ast.Register] = []
         for position, stmt in enumerate(body):
             if isinstance(stmt, ast.Input):
                 if position >= inputs or owner is None:
@@ -241,8 +249,19 @@ class Lowering:
                 self._let(stmt, frame)
             elif isinstance(stmt, ast.Export):
                 self._export(stmt, frame)
+            elif isinstance(stmt, ast.Register):
+                if loop:
+                    self.error("NS203", "`register` belongs in a block's, network's or group's body, not in a for "
+                                        "loop", stmt.span, "write it once, after the loop, in the body around it")
+                elif registers:
+                    self.error("NS203", "a body has one `register` statement", stmt.span,
+                               f"list every label in the first one (line {registers[0].span.line})")
+                else:
+                    registers.append(stmt)
             else:
                 current = self._run_chain(stmt, frame, current)
+        for stmt in registers:  # at the end: it may name labels made after it
+            self._register(stmt, frame, body)
         if current is _NO_INPUT and not loop:
             return _POISON
         return current
@@ -267,6 +286,39 @@ class Lowering:
                            did_you_mean(name, frame.values) or self._names_hint(frame))
                 continue
             self._bind(frame.parent, name, frame.values[name], stmt.span)
+
+    def _register(self, stmt: ast.Register, frame: Frame, body: list[ast.Stmt]) -> None:
+        """Check `register a, b` against the labels the body made and record the order for the torch backend. A
+        label written in the body but not made here (its step's condition was false) is left out."""
+        first = self.registered.setdefault(frame.prefix, stmt.span)
+        if first != stmt.span:  # a spread block's body is its caller's: two statements would order one body
+            self.error("NS203", "a body has one `register` statement, and this one orders a body ordered already",
+                       stmt.span, "list every label in one of them", notes=(f"the other is at {first}",))
+            return
+        made, written = frame.labels, labels_written(body)
+        order: list[str] = []
+        listed: set[str] = set()
+        for name, span in zip(stmt.names, stmt.name_spans):
+            if name in listed:
+                self.error("NS203", f"'{name}' is listed twice in `register`", span, "list each label once")
+                continue
+            listed.add(name)
+            if name in made:
+                order.append(name)
+            elif name in written:
+                continue
+            elif name in frame.values:
+                self.error("NS203", f"'{name}' names a value, not a labelled layer: `register` orders the layers, "
+                                    "groups and block instances this body makes by their labels", span,
+                           did_you_mean(name, made) or f"label the layer that makes it: `{name}: ...`")
+            else:
+                self.error("NS205", f"'{name}' is not a label of this body", span,
+                           did_you_mean(name, made) or (f"its labels are {', '.join(made)}" if made else
+                                                        f"label a layer of this body (`{name}: ...`) to register it"))
+        if frame.prefix:
+            self.scopes[frame.prefix].registration = tuple(order)
+        else:
+            self.root_registration = tuple(order)
 
     def _bind_assignment(self, stmt: ast.Assign, frame: Frame, current) -> None:
         if not stmt.more:
@@ -529,11 +581,14 @@ class Lowering:
                 for _ in range(count):
                     current = self._run_core(step.core, None, group, current, step)
                 self._bind(frame, step.label, current, step.label_span or step.span)
+                frame.body_frame().labels.append(step.label)
                 return current
         for _ in range(count):
             current = self._run_core(step.core, step.label, frame, current, step, root_alias)
         if step.label is not None:
             self._bind(frame, step.label, current, step.label_span or step.span)
+            if not isinstance(step.core, ast.Ref) and current is not _POISON:
+                frame.body_frame().labels.append(step.label)
         return current
 
     def _fill_label(self, template: ast.Template, frame: Frame) -> str | None:
@@ -851,6 +906,7 @@ class Lowering:
             if new_path not in self.scopes:
                 self.scopes[new_path] = self.scopes[old_path].model_copy(update={"path": new_path})
                 self.scope_order.append(new_path)
+        self.scopes[path].registration = self.scopes[template.path].registration  # the instance's own scope
         depth = len(template.scope) + 1
         head = scope + (path,)
         for node in template.nodes:
@@ -977,6 +1033,18 @@ class Lowering:
     def _names_where(self, symbol: Symbol, frame: Frame) -> list[str]:
         """The parameters seen where a word was written, for its "did you mean"."""
         return self.symbol_frames.get(symbol.span, frame).param_names()
+
+
+def labels_written(body: list[ast.Stmt]) -> set[str]:
+    """The labels a body's steps are written with (its for loops' included, not its groups'), as text."""
+    found: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, ast.For):
+            found |= labels_written(stmt.body)
+        chain = stmt.chain if isinstance(stmt, ast.Assign) else stmt if isinstance(stmt, ast.Chain) else None
+        if chain is not None:
+            found.update(step.label for step in chain.steps if isinstance(step.label, str))
+    return found
 
 
 def leading_inputs(body: list[ast.Stmt]) -> int:

@@ -17,6 +17,7 @@ from torch import fx, nn
 
 from netspec.backends.torch import layers as torch_layers
 from netspec.backends.torch.naming import RESERVED, is_identifier
+from netspec.backends.torch.structure import registered
 from netspec.ground.errors import ToolError, first_line
 from netspec.ground.files import NotARegularFile, open_regular
 from netspec.ir import Graph
@@ -128,6 +129,25 @@ def too_large(graph: Graph, err: BaseException, where: str = "memory") -> Module
                           "smaller (netspec check shows where its parameters are)")
 
 
+def apply_registration(module: nn.Module, graph: Graph) -> None:
+    """Reorder the children of each body with a `register` statement as it lists them: fx registers a module's
+    children in the order its forward first uses them, torch's own classes in their `__init__` order."""
+    orders = [("", graph.registration)] + [(path, scope.registration) for path, scope in graph.scopes.items()
+                                           if scope.registration]
+    for path, order in orders:
+        owner: nn.Module | None = module
+        for part in path.split(".") if path else ():
+            owner = owner._modules.get(part) if owner is not None else None
+        if owner is None:  # a body of functions alone has no module
+            continue
+        for table in (owner._modules, owner._parameters):
+            names = registered(list(table), order)
+            if names != list(table):
+                entries = {name: table[name] for name in names}
+                table.clear()
+                table.update(entries)
+
+
 def to_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
     """Build the PyTorch module of an analysed graph; `seed` makes the initial weights reproducible. Raises
     ModuleTooLarge when its weights cannot be allocated."""
@@ -194,6 +214,7 @@ def build_module(graph: Graph, seed: int | None = None) -> fx.GraphModule:
         outputs = graph.outputs()
         fx_graph.output(values[outputs[0]] if len(outputs) == 1 else tuple(values[o] for o in outputs))
     module = fx.GraphModule(root, fx_graph, class_name=graph.name)
+    apply_registration(module, graph)
     # torch.fx prints a traceback and the failing line of the generated forward to stderr before it re-raises an
     # error; netspec reports errors itself (one line, exit 3, NETSPEC_DEBUG=1 for the traceback: docs/errors.md).
     # Each GraphModule has a class of its own, so this changes no other module.

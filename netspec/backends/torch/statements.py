@@ -15,7 +15,7 @@ from netspec.backends.torch.expressions import PAIRS, Call, Frozen, same, strict
 from netspec.backends.torch.module import build_layer, layers
 from netspec.backends.torch.naming import free_attribute, is_identifier, local_name, symbol_name
 from netspec.backends.torch.printing import constructor_parameters
-from netspec.backends.torch.structure import LABELS, Instance, Scopes, Stmt
+from netspec.backends.torch.structure import LABELS, Instance, Scopes, Stmt, registered
 from netspec.language.evaluate import Symbol
 from netspec.ops.base import TorchFunction, TorchLayer, TorchParameter
 
@@ -102,7 +102,9 @@ class StatementBuilder:
         # through containers (`convs.0`), which only a class holds (writer.py).
         names = [local for local, *_ in raw]
         odd = any(not is_identifier(local) for local, _, _, what, _ in raw if what != "stateless")
-        if chain and not any("." in n for n in names) and (all(n.isdecimal() for n in names) or odd):
+        # nn.Sequential registers its children in the order they run: not for a body whose `register` differs
+        in_order = registered(names, inst.registration) == names
+        if chain and in_order and not any("." in n for n in names) and (all(n.isdecimal() for n in names) or odd):
             inst.kind, inst.names = "sequential", tuple(names)
             inst.children = [built for *_, built in raw]
             return

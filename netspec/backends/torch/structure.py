@@ -48,6 +48,7 @@ class Instance:
     names: tuple[str, ...] = ()  # sequential: the children's names
     sequence: tuple | None = None  # sequential: nn.Sequential's arguments (see sequential_children)
     expr: Any = None  # how its parent builds it
+    registration: tuple[str, ...] = ()  # its `register` statement: children registered in this order (torch's)
 
 
 @dataclass
@@ -59,6 +60,16 @@ class Class:
     kind: str
     stmts: list[Stmt] = field(default_factory=list)
     optional: set[str] = field(default_factory=set)
+
+
+def registered(names: list[str], registration: tuple[str, ...]) -> list[str]:
+    """`names` (a module's children in the order they run) in the order a `register` statement gives: the listed
+    ones together, in its order, where the first of them would be; the others keep their places."""
+    listed = [name for name in registration if name in names]
+    if len(listed) < 2:
+        return list(names)
+    first = min(names.index(name) for name in listed)
+    return list(names[:first]) + listed + [name for name in names[first:] if name not in listed]
 
 
 def sequential_children(inst: Instance) -> tuple:
@@ -153,7 +164,9 @@ class Scopes:
                        or any(not self.is_inside(c, scope) for c in self.consumers.get(n.name, ()))]
             family, arguments = self._family(scope), self.graph.scopes[scope].arguments
             defaulted = self.graph.scopes[scope].defaulted
-        return Instance(scope, family, arguments, defaulted, reads, outputs, self.items[scope])
+        registration = self.graph.scopes[scope].registration if scope else self.graph.registration
+        return Instance(scope, family, arguments, defaulted, reads, outputs, self.items[scope],
+                        registration=registration)
 
     def _family(self, scope: str) -> tuple:
         """Whose instances may share a class: a block's; a group's of one label (numbers alike) in one parent."""

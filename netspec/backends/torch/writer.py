@@ -12,7 +12,8 @@ from netspec.backends.torch.expressions import Call, Literal, Named
 from netspec.backends.torch.naming import RESERVED, is_identifier, local_name
 from netspec.backends.torch.parameters import NO_DEFAULT, Resolver, merge
 from netspec.backends.torch.printing import flat, printed, scalar_literal, string_literal
-from netspec.backends.torch.structure import LABELS, Class, Instance, Scopes, Stmt, sequential_children
+from netspec.backends.torch.structure import (LABELS, Class, Instance, Scopes, Stmt, registered,
+                                             sequential_children)
 
 
 # How a forward writes each element-wise operator of module.OPERATORS: `a - b - c`, left to right as Python reads it.
@@ -49,11 +50,14 @@ class ClassWriter:
                 if stmt.how[0] != "fn" and stmt.how[1] not in attrs:
                     attrs.append(stmt.how[1])
             bare = {stmt.how[1] for stmt in cls.stmts if stmt.how[0] == "param"}
+            # resolved in the order the layers run, so parameters are named and ordered as without `register`;
+            # assigned in the order the instances' `register` statements give (torch's __init__ order)
+            lines: dict[str, list[str]] = {}
             for attr, tree in containers(attrs):
                 if tree is not None:  # dotted names: nn.ModuleList / nn.ModuleDict built in one statement
                     values = [container(tree, inst, bare) for inst in cls.instances]
                     value = resolver.resolve(merge(values, list(range(len(values))), attr))
-                    body += assignment(attr, value, False)
+                    lines[attr] = assignment(attr, value, False)
                     continue
                 members = [k for k, inst in enumerate(cls.instances) if attr in inst.attrs]
                 values = [cls.instances[k].attrs[attr] for k in members]
@@ -62,7 +66,10 @@ class ClassWriter:
                 condition = None
                 if attr in cls.optional:
                     condition = resolver.presence(attr, [attr in inst.attrs for inst in cls.instances])
-                body += assignment(attr, value, param, condition)
+                lines[attr] = assignment(attr, value, param, condition)
+            registration = tuple(dict.fromkeys(name for inst in cls.instances for name in inst.registration))
+            for attr in registered(list(lines), registration):
+                body += lines[attr]
             if cls.name == self.network_class and self.graph.aux_outputs:
                 body.append("        self.all_outputs = False  # True: the auxiliary outputs in eval too")
         params = sorted(resolver.params, key=lambda p: p.default is not NO_DEFAULT)  # defaults last, as Python wants
