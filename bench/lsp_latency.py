@@ -5,7 +5,8 @@
 Starts the server, opens each spec (a generated network of 1,000 residual blocks, bench/check_speed.py's, and
 specs/resnet152.net), waits for its diagnostics, then sends `--runs` keystrokes, one at a time: an incremental
 change of one character (a digit of the classifier's width, toggled), and times each from the moment the
-change is written to the moment the diagnostics of that version arrive. Also times, per spec, inlay-hint
+change is written to the moment the diagnostics of that version arrive; after each, an Enter in the middle of the
+file (an empty line added, taken away again by the next), timed the same way. Also times, per spec, inlay-hint
 requests for the 60 lines around the edit (what an editor asks for) and for the whole document, and a hover,
 each after the check. Prints medians and 90th percentiles in
 milliseconds; docs/benchmarks.md records them. `--full` sends whole texts instead (what a server asking for
@@ -93,23 +94,42 @@ def measure(client: Client, path: Path, marker: str, runs: int, full: bool) -> d
     line = max(i for i, x in enumerate(lines) if marker in x)
     column = lines[line].index(marker) + len(marker)
     digits = lines[line][column]
-    times: dict[str, list[float]] = {"keystroke → diagnostics": [], "inlay hints, 60 lines on screen": [],
-                                     "inlay hints, whole document": [], "hover": []}
+    times: dict[str, list[float]] = {"keystroke → diagnostics": [], "Enter mid-file → diagnostics": [],
+                                     "inlay hints, 60 lines on screen": [], "inlay hints, whole document": [],
+                                     "hover": []}
+    middle = len(lines) // 2  # where Enter adds an empty line, and the next keystroke takes it away
     screen = {"start": {"line": max(0, line - 30), "character": 0}, "end": {"line": line + 30, "character": 0}}
     for run in range(runs):
-        version = run + 2
+        version = 2 * run + 2
         digit = "9" if run % 2 == 0 else digits
+        at = line + 1 if run % 2 == 1 and middle <= line else line  # below the empty line the last Enter added
         start = time.perf_counter()
         if full:  # the whole text, as a client of a server that asks for full synchronisation sends it
-            lines[line] = lines[line][:column] + digit + lines[line][column + 1:]
+            lines[at] = lines[at][:column] + digit + lines[at][column + 1:]
             changes = [{"text": "\n".join(lines)}]
         else:
-            changes = [{"range": {"start": {"line": line, "character": column},
-                                  "end": {"line": line, "character": column + 1}}, "text": digit}]
+            changes = [{"range": {"start": {"line": at, "character": column},
+                                  "end": {"line": at, "character": column + 1}}, "text": digit}]
         client.send({"method": "textDocument/didChange", "params": {
             "textDocument": {"uri": uri, "version": version}, "contentChanges": changes}})
         found = client.diagnostics(uri, version)
         times["keystroke → diagnostics"].append(time.perf_counter() - start)
+        assert found == [], found
+        version = 2 * run + 3
+        start = time.perf_counter()
+        if run % 2 == 0:
+            lines.insert(middle, "")
+            change = {"range": {"start": {"line": middle, "character": 0}, "end": {"line": middle, "character": 0}},
+                      "text": "\n"}
+        else:
+            del lines[middle]
+            change = {"range": {"start": {"line": middle, "character": 0},
+                                "end": {"line": middle + 1, "character": 0}}, "text": ""}
+        changes = [{"text": "\n".join(lines)}] if full else [change]
+        client.send({"method": "textDocument/didChange", "params": {
+            "textDocument": {"uri": uri, "version": version}, "contentChanges": changes}})
+        found = client.diagnostics(uri, version)
+        times["Enter mid-file → diagnostics"].append(time.perf_counter() - start)
         assert found == [], found
         start = time.perf_counter()
         client.request("textDocument/inlayHint", {"textDocument": {"uri": uri}, "range": screen})
