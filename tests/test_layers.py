@@ -26,7 +26,7 @@ LAYERS = [
     ("analysis", ("netspec.analysis",)),
     ("façade", ("netspec",)),
     ("outputs", ("netspec.backends", "netspec.fmt", "netspec.highlight")),
-    ("front-ends", ("netspec.lsp", "netspec.notebook", "netspec.train")),
+    ("front-ends", ("netspec.lsp", "netspec.notebook", "netspec.train", "netspec.importer")),
     ("cli", ("netspec.cli", "netspec.__main__")),
 ]
 

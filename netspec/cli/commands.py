@@ -406,3 +406,29 @@ def cmd_lsp(options: argparse.Namespace) -> int:
         return EXIT_USAGE
     serve()
     return EXIT_OK
+
+
+def cmd_import(options: argparse.Namespace) -> int:
+    """`netspec import`: trace, write, verify (netspec/importer/)."""
+    try:
+        from netspec.importer import (ImportFailed, import_module, import_onnx, load_target, parse_shape,
+                                      write_weights)
+    except ImportError as err:
+        print(f"netspec import: PyTorch is needed ({err}); install it with `pip install torch` (and `onnx`, "
+              "`onnxruntime` for .onnx files)", file=sys.stderr)
+        return EXIT_USAGE
+
+    if options.model.endswith(".onnx"):
+        if options.input:
+            raise ImportFailed("--input is read from the .onnx file; leave it out")
+        imported, model = import_onnx(options.model, options.name), None
+    else:
+        model, name = load_target(options.model)
+        imported = import_module(model, parse_shape(options.input or "3,224,224"), options.name or name)
+    if not write_output("import", options.output, imported.text):
+        return EXIT_USAGE
+    if options.weights:
+        write_weights(options.weights, imported, model)
+    print(f"wrote {options.output}")
+    print("\n".join(imported.report()))
+    return EXIT_OK

@@ -9,7 +9,7 @@ import sys
 
 from netspec.cli.arguments import batch_size, data_arguments, recipe_arguments, spec_arguments
 from netspec.cli.commands import (EXIT_OK, cmd_check, cmd_compile, cmd_eval, cmd_export, cmd_fmt, cmd_graph, cmd_lsp,
-                                  cmd_ops, cmd_plot, cmd_predict, cmd_train)
+                                  cmd_import, cmd_ops, cmd_plot, cmd_predict, cmd_train)
 from netspec.ground.errors import ToolError
 
 
@@ -163,6 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", required=True, help="the picture to write: .png, .svg or .pdf")
     plot.add_argument("--title", help="the figure's title (default: the network's name, when all runs share one)")
     plot.set_defaults(run=cmd_plot)
+
+    import_ = commands.add_parser("import", help="write a spec for a PyTorch module or ONNX model (docs/import.md)",
+                                  description="Trace a PyTorch module (MODULE:CALLABLE, e.g. torchvision.models:"
+                                              "resnet50 or mypkg.models:Net(width=2)) or read an .onnx file, write "
+                                              "a spec with the original's state_dict names and blocks for repeated "
+                                              "structure, and verify it: parameters, state_dict keys, shapes and "
+                                              "order, and outputs. Exit 0: written and exact, 1: cannot be imported.")
+    import_.add_argument("model", metavar="MODULE_OR_FILE", help="MODULE:CALLABLE[(keyword=literal, ...)] or an "
+                                                                 ".onnx file")
+    import_.add_argument("-o", "--output", required=True, help="the .net file to write")
+    import_.add_argument("--input", metavar="C,H,W", help="the input shape without the batch (PyTorch modules; "
+                                                          "default 3,224,224)")
+    import_.add_argument("--name", help="the network's name (default: the callable's or the file's)")
+    import_.add_argument("--weights", metavar="OUT.pt", help="also write the original's weights as a netspec "
+                                                             "checkpoint")
+    import_.set_defaults(run=cmd_import)
 
     lsp = commands.add_parser("lsp", help="the language server, over stdin and stdout (docs/editors.md)",
                               description="Run the netspec language server for editors: diagnostics as you type, "

@@ -1,0 +1,351 @@
+"""`netspec import` (netspec/importer/): a PyTorch module becomes a spec whose compiled module has the original's
+parameters, state_dict keys, shapes and order, and computes its outputs. torchvision and torch are the oracles:
+every check below compares with the original module, not with the importer's own report. All 68 torchvision
+classification CNNs are imported by bench/import_zoo.py; here one member of each family (on the meta device)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+import torchvision.models as tv  # noqa: E402
+from torch import nn  # noqa: E402
+
+import netspec  # noqa: E402
+from netspec.backends.torch import to_module  # noqa: E402
+from netspec.cli.main import main  # noqa: E402
+from netspec.importer import ImportFailed, import_module, load_target  # noqa: E402
+from test_zoo import builder_on_meta, perturbed  # noqa: E402
+
+# One builder per torchvision model file, built as torchvision builds it (GoogLeNet and Inception-v3 with their
+# auxiliary classifiers, which run only while training: test_auxiliary_classifiers_become_auxiliary_outputs).
+FAMILIES = ["alexnet", "vgg11_bn", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "squeezenet1_0", "densenet121",
+            "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_large", "mnasnet0_5", "shufflenet_v2_x1_0",
+            "efficientnet_b0", "efficientnet_v2_s", "regnet_y_400mf", "convnext_tiny"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests run small convolutions, which one thread computes fastest; on a loaded machine torch's
+    threads wait on each other (mobilenet_v3_small at 32x32: 0.1 s with one thread, 3 s with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def spec_module(text: str, tmp_path, device: str = "cpu"):
+    path = tmp_path / "imported.net"
+    path.write_text(text)
+    graph = netspec.load(path)
+    with torch.device(device):
+        return graph, to_module(graph, seed=0)
+
+
+def keys_and_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")  # GoogLeNet's, Inception's
+@pytest.mark.parametrize("name", FAMILIES)
+def test_torchvision_families_import_with_their_state_dict_and_parameters(name, tmp_path):
+    size = 299 if name == "inception_v3" else 224
+    original = builder_on_meta(name)
+    imported = import_module(original, (3, size, size), name)
+    graph, module = spec_module(imported.text, tmp_path, "meta")
+    assert keys_and_shapes(module) == keys_and_shapes(original)
+    assert sum(n.params for n in graph.nodes) == sum(p.numel() for p in original.parameters())
+    assert graph.input_shape == (3, size, size)
+
+
+def test_resnet50_reads_like_the_hand_written_resnet(tmp_path):
+    imported = import_module(builder_on_meta("resnet50"), (3, 224, 224), "resnet50")
+    lines = imported.text.splitlines()
+    assert imported.blocks == 1 and len(lines) == 27
+    assert lines[0] == "block Bottleneck(conv1_out, conv3_out, conv2_stride=1) {"
+    assert '  downsample: add(x, project="auto") -> relu()' in lines
+    assert "  layer1: { Bottleneck(64, 256) * 3 }" in lines
+    assert "    Bottleneck(256, 1024) * 5" in lines
+
+
+def small_densenet():
+    return tv.DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, num_classes=10)
+
+
+def small_convnext():
+    from torchvision.models.convnext import CNBlockConfig
+
+    return tv.ConvNeXt([CNBlockConfig(16, 32, 2), CNBlockConfig(32, None, 1)], stochastic_depth_prob=0.1,
+                       num_classes=10)
+
+
+# Real seeded weights: torchvision's small builders, and DenseNet and ConvNeXt built small (their families' every
+# construct: dense concatenation, channels-last layer norms, layer scale, stochastic depth).
+WITH_WEIGHTS = {"resnet18": tv.resnet18, "mobilenet_v3_small": tv.mobilenet_v3_small,
+                "shufflenet_v2_x0_5": tv.shufflenet_v2_x0_5, "densenet": small_densenet, "convnext": small_convnext}
+
+
+@pytest.mark.parametrize("name", WITH_WEIGHTS)
+def test_outputs_equal_the_originals_with_its_weights(name, tmp_path):
+    torch.manual_seed(0)
+    original = perturbed(WITH_WEIGHTS[name]())
+    imported = import_module(original, (3, 32, 32), name)
+    _, module = spec_module(imported.text, tmp_path)
+    module.load_state_dict(original.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = original(x), module.eval()(x)
+    assert got.shape == want.shape and want.shape[0] == 2
+    assert (got - want).abs().max().item() <= 1e-5 * max(want.abs().max().item(), 1.0)
+    assert imported.verification.outputs_compared and imported.verification.ok
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Up(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cin // 2, 2, stride=2)
+        self.conv = DoubleConv(cin, cout)
+
+    def forward(self, x, skip):
+        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+
+
+class UNet(nn.Module):
+    """A small U-Net: each decoder step concatenates the encoder's map at its resolution."""
+
+    def __init__(self, width: int = 8, classes: int = 3):
+        super().__init__()
+        self.inc = DoubleConv(3, width)
+        self.down1 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(width, 2 * width))
+        self.down2 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(2 * width, 4 * width))
+        self.up1 = Up(4 * width, 2 * width)
+        self.up2 = Up(2 * width, width)
+        self.outc = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x):
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        return self.outc(self.up2(self.up1(x3, x2), x1))
+
+
+class Generator(nn.Module):
+    """DCGAN's generator (Radford et al. 2016) at 32x32: a latent vector up to an image."""
+
+    def __init__(self, latent: int = 16, width: int = 8):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(latent, width * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(width * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(width * 4, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(width * 2, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
+            nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z):
+        return self.main(z.view(z.size(0), -1, 1, 1))
+
+
+def check_exact(original: nn.Module, shape, tmp_path):
+    torch.manual_seed(0)
+    original = perturbed(original)
+    imported = import_module(original, shape)
+    _, module = spec_module(imported.text, tmp_path)
+    assert keys_and_shapes(module) == keys_and_shapes(original)
+    module.load_state_dict(original.state_dict(), strict=True)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = original(x), module.eval()(x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= 1e-5 * max(want.abs().max().item(), 1.0)
+    return imported
+
+
+def test_a_unet_imports_with_its_skips_as_named_values(tmp_path):
+    imported = check_exact(UNet(), (3, 32, 32), tmp_path)
+    assert imported.verification.params == sum(p.numel() for p in UNet().parameters()) == 29_643
+    lines = imported.text.splitlines()
+    # torch.cat([skip, up(x)]): the skip continues the chain, the upsampled map is named; Up takes two tensors,
+    # so it is written in place with dotted labels (up1.up, up1.conv: the original's keys)
+    assert '  down1 -> concat(conv_transpose) -> "up1.conv": DoubleConv(16)' in lines
+    assert '  inc -> concat(conv_transpose_1) -> "up2.conv": DoubleConv(8) -> outc: conv(3, kernel=1)' in lines
+
+
+def test_a_dcgan_generator_imports_exactly(tmp_path):
+    imported = check_exact(Generator(), (16,), tmp_path)
+    assert "reshape([16, 1, 1])" in imported.text and "tanh()" in imported.text
+    assert imported.verification.params == sum(p.numel() for p in Generator().parameters())
+
+
+class Erf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.erf(self.conv(x))
+
+
+class Wrapper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Erf()
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        y = self.gate(x)
+        if y.sum() > 0:
+            return y
+        return -y
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stage = nn.Sequential(nn.ReLU(), DataDependent())
+
+    def forward(self, x):
+        return self.stage(x)
+
+
+def test_an_op_the_registry_lacks_is_refused_naming_it_the_module_and_the_line():
+    with pytest.raises(ImportFailed) as caught:
+        import_module(Wrapper(), (3, 8, 8))
+    message = str(caught.value)
+    assert message.startswith("cannot import function torch.erf in module 'body'")
+    assert "module 'body'" in message and "test_import.py" in message and "return torch.erf(self.conv(x))" in message
+    assert caught.value.exit_code == 1
+
+
+def test_data_dependent_control_flow_is_refused_naming_the_module_and_the_line():
+    with pytest.raises(ImportFailed) as caught:
+        import_module(Outer(), (3, 8, 8))
+    message = str(caught.value)
+    assert "module 'stage.1'" in message and "if y.sum() > 0:" in message and "test_import.py" in message
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+def test_auxiliary_classifiers_become_auxiliary_outputs_where_torchvision_registers_them():
+    """GoogLeNet's aux1 and aux2 run only while training, after inception4a and 4d, and are registered after
+    inception5b: traced in training mode, written after inception5b, and given as outputs after the logits."""
+    imported = import_module(builder_on_meta("googlenet"), (3, 224, 224), "googlenet")
+    lines = imported.text.splitlines()
+    assert lines[-6:-4] == ["  inception4a -> aux1: InceptionAux()", "  inception4d -> aux2: InceptionAux()"]
+    assert lines[-7].startswith("  inception5b: Inception(384, 192, 384, 48, 128")
+    assert lines[-2] == "  output fc, aux2, aux1"
+    assert imported.verification.keys_equal and imported.verification.params == 13_004_888
+
+
+class NeverCalled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Conv2d(3, 4, 1)
+        self.spare = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_a_module_the_forward_never_calls_is_refused():
+    with pytest.raises(ImportFailed, match=r"2 state_dict entries are not used.*'spare.weight' \(module 'spare'\)"):
+        import_module(NeverCalled(), (3, 4, 4))
+
+
+def test_builders_are_called_with_literal_keywords_only():
+    model, name = load_target("test_import:Generator(latent=4, width=2)")
+    assert name == "Generator" and model.main[0].in_channels == 4 and model.main[0].out_channels == 8
+    for target, said in [("test_import:Generator(latent=__import__('os'))", "not a Python literal"),
+                         ("test_import:Generator(4)", "must be keywords"), ("test_import:Nothing", "no callable"),
+                         ("no_such_module_here:Net", "cannot import the Python module"),
+                         ("resnet50", "MODULE:CALLABLE")]:
+        with pytest.raises(ImportFailed, match=said):
+            load_target(target)
+
+
+def test_the_cli_imports_then_check_reads_the_spec_and_the_weights_load(tmp_path, capsys):
+    out, weights = tmp_path / "unet.net", tmp_path / "unet.pt"
+    assert main(["import", "test_import:UNet(width=4)", "-o", str(out), "--input", "3,16,16",
+                 "--weights", str(weights)]) == 0
+    printed = capsys.readouterr().out
+    assert "state_dict: 66 keys, names, shapes and order equal" in printed and "outputs equal" in printed
+    assert main(["check", str(out)]) == 0
+    from netspec.backends.torch.module import read_weights_file
+
+    state = read_weights_file(weights)["model"]
+    module = to_module(netspec.load(out))
+    module.load_state_dict(state, strict=True)
+    assert main(["import", "test_import:Wrapper", "-o", str(tmp_path / "erf.net"), "--input", "3,8,8"]) == 1
+    assert "cannot import" in capsys.readouterr().err and not (tmp_path / "erf.net").exists()
+    assert main(["import", "test_import:UNet", "-o", str(out), "--input", "3,x"]) == 1
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.onnx's TorchScript exporter, as netspec export uses
+def test_an_onnx_export_imports_with_its_initialiser_names_and_agrees_with_onnxruntime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from netspec.importer import import_onnx
+
+    torch.manual_seed(0)
+    original = perturbed(tv.resnet18(num_classes=10))
+    path = tmp_path / "resnet18.onnx"
+    # PRESERVE keeps batch norm as its own node, so each initialiser keeps its module's name
+    torch.onnx.export(original, torch.zeros(1, 3, 32, 32), path, dynamo=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    imported = import_onnx(path)
+    assert "  layer2: { Block(128, conv1_stride=2) -> Block(128) }" in imported.text.splitlines()
+    _, module = spec_module(imported.text, tmp_path)
+    assert keys_and_shapes(module) == keys_and_shapes(original)
+    module.load_state_dict(imported.weights, strict=True)
+    import onnxruntime
+
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        got = module.eval()(x)
+        assert (got - original(x)).abs().max().item() <= 1e-5 * max(got.abs().max().item(), 1.0)
+    assert (got - want).abs().max().item() <= 1e-5 * max(want.abs().max().item(), 1.0)
+    # the CLI takes the .onnx file and writes the initialisers as the checkpoint
+    out, weights = tmp_path / "from_onnx.net", tmp_path / "from_onnx.pt"
+    assert main(["import", str(path), "-o", str(out), "--weights", str(weights)]) == 0
+    assert "outputs equal onnxruntime's" in capsys.readouterr().out
+    assert main(["check", str(out)]) == 0
+
+
+def test_an_onnx_node_without_an_op_is_refused_by_name(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from netspec.importer import import_onnx
+
+    node = onnx.helper.make_node("Erf", ["x"], ["y"], name="/body/Erf")
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", 1, [1, 3, 4, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", 1, [1, 3, 4, 4])])
+    path = tmp_path / "erf.onnx"
+    onnx.save(onnx.helper.make_model(graph), path)
+    with pytest.raises(ImportFailed, match=r"cannot import ONNX node '/body/Erf' \(Erf\): netspec has no op"):
+        import_onnx(path)
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(self.conv(x))
+
+
+def test_weights_shared_between_two_calls_are_refused():
+    with pytest.raises(ImportFailed, match="cannot import a second call of module 'conv' in module 'conv'.*shared"):
+        import_module(Shared(), (3, 8, 8))
