@@ -51,7 +51,7 @@ def summary_table(summary: Summary) -> str:
     lines = [f"{title(summary)}  {summary.file}\n",
              table(["layer", "op", "output shape", "params", "MACs"], rows, right={3, 4}),
              f"Params:      {t.params:,} (trainable {t.trainable:,}, non-trainable {t.non_trainable:,})",
-             f"Buffers:     {t.buffers:,} (batch-norm statistics; not parameters)",
+             f"Buffers:     {t.buffers:,} (saved state such as batch-norm statistics; not parameters)",
              f"MACs:        {t.macs:,} ({human(t.macs)}) multiply-accumulates per sample",
              f"FLOPs:       {t.flops:,} ({human(t.flops)}) = 2 x MACs",
              f"Activations: {t.activation_bytes:,} bytes ({human(t.activation_bytes, 'B')}) "
