@@ -13,7 +13,7 @@ from hypothesis import given
 import netspec.language.parse as parse_module
 from conftest import ROOT
 from fuzz_inputs import fixed_budget, mutated_spec, syntax_valid
-from netspec.ground.errors import NetspecError, Sources
+from netspec.ground.errors import NetspecError, Sources, Span
 from netspec.ground.limits import DEFAULT
 from netspec.language.parse import parse_in_pieces, parser
 from netspec.semantics.lower import lower
@@ -35,13 +35,16 @@ def whole(text: str, file: str = "f.net"):
 
 
 def spans(tree) -> list:
-    """Every node's type and span, in order: trees compare without their spans (ast.py), these with them."""
-    if isinstance(tree, list):
+    """Every span in a tree (a node's own, its labels' and names'), with the type of the node holding it, in order:
+    trees compare without their spans (ast.py), these with them."""
+    if isinstance(tree, (list, tuple)):
         return [found for item in tree for found in spans(item)]
+    if isinstance(tree, Span):
+        return [tree]
     if not dataclasses.is_dataclass(tree):
         return []
-    own = [(type(tree).__name__, getattr(tree, "span", None))]
-    return own + [found for f in dataclasses.fields(tree) if f.name != "span" for found in spans(getattr(tree, f.name))]
+    return [(type(tree).__name__, f.name, found) for f in dataclasses.fields(tree)
+            for found in spans(getattr(tree, f.name))]
 
 
 def same_tree(got, expected) -> bool:

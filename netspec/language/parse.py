@@ -525,8 +525,8 @@ def _starts_statement(line: str) -> bool:
 def _moved(value, lines: int):
     """A syntax tree (or part of one) parsed `lines` lines higher: the same nodes, each span moved down. The trees
     in the cache are shared, so this copies rather than changes them."""
-    if isinstance(value, list):
-        return [_moved(item, lines) for item in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(item, lines) for item in value)
     if isinstance(value, Span):
         return Span(value.file, value.line + lines, value.col, value.end_line + lines, value.end_col)
     names = _FIELDS.get(type(value))
