@@ -5,6 +5,7 @@ imported specs are against the hand-written ones in specs/torchvision/.
     python bench/import_zoo.py --outputs 64    # also outputs with seeded weights at 64x64 (CPU, minutes)
     python bench/import_zoo.py --onnx 64       # also each model's ONNX export imported and run in onnxruntime
     python bench/import_zoo.py --only resnet50 --show   # one network, its spec printed
+    python bench/import_zoo.py --families      # each file's builders imported into one file, lines against it
 
 GoogLeNet's and Inception-v3's auxiliary classifiers run only while training: they are traced in training mode
 and become auxiliary outputs (docs/import.md). tests/test_import.py runs one member of each family; this script
@@ -30,7 +31,7 @@ import torchvision.models as tv  # noqa: E402
 
 import netspec  # noqa: E402
 from netspec.backends.torch import to_module  # noqa: E402
-from netspec.importer import import_module, import_onnx  # noqa: E402
+from netspec.importer import import_family, import_module, import_onnx, module_source  # noqa: E402
 from netspec.semantics.program import load_program  # noqa: E402
 
 ZOO = ROOT / "specs" / "torchvision"
@@ -104,15 +105,55 @@ def check_onnx(name: str, size: int) -> float:
     return imported.verification.max_difference
 
 
+def input_size(name: str) -> int:
+    return 299 if name == "inception_v3" else 224
+
+
+def import_families(names: list[str], show: bool) -> int:
+    """Every hand-written file's builders imported together into one file (`netspec import A B ... -o f.net`, on
+    the meta device, each network verified), its lines against the file's with its block files."""
+    files = hand_written()
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        if name in files:
+            by_file.setdefault(files[name], []).append(name)
+    print(f"{'family file':22} {'networks':>8} {'imported':>8} {'hand':>5} {'ratio':>6} {'blocks':>6}")
+    imported_total = hand_total = 0
+    failures = []
+    for path, members in by_file.items():
+        start = time.perf_counter()
+        try:
+            family = import_family([module_source(on_meta(n), (3, input_size(n), input_size(n)), n)
+                                    for n in members])  # raises unless every network is exact
+        except Exception as err:  # report every family, then fail
+            failures.append(path.name)
+            print(f"FAIL {path.name}: {type(err).__name__}: {err}", flush=True)
+            continue
+        lines, hand = len(family.text.splitlines()), spec_lines(path)
+        imported_total, hand_total = imported_total + lines, hand_total + hand
+        print(f"{path.name:22} {len(members):8} {lines:8} {hand:5} {lines / hand:5.2f}x {family.blocks:6}"
+              f"  {time.perf_counter() - start:5.1f}s", flush=True)
+        if show:
+            print(family.text)
+    networks = sum(len(members) for path, members in by_file.items() if path.name not in failures)
+    if hand_total:
+        print(f"{'total':22} {networks:8} {imported_total:8} {hand_total:5} {imported_total / hand_total:5.2f}x")
+    return 1 if failures else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outputs", type=int, metavar="SIZE", help="compare outputs at SIZExSIZE")
     parser.add_argument("--onnx", type=int, metavar="SIZE", help="import each ONNX export at SIZExSIZE")
     parser.add_argument("--only", nargs="*", help="these builders only")
     parser.add_argument("--show", action="store_true", help="print each imported spec")
+    parser.add_argument("--families", action="store_true",
+                        help="import each hand-written file's builders into one file and compare their lines")
     options = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # torchvision's init-weights notices
     names = options.only or BUILDERS
+    if options.families:
+        return import_families(names, options.show)
     files = hand_written()
     failures, onnx_failures, imported_lines, per_network = [], [], 0, []
     families: dict[Path, int] = {}

@@ -349,3 +349,95 @@ class Shared(nn.Module):
 def test_weights_shared_between_two_calls_are_refused():
     with pytest.raises(ImportFailed, match="cannot import a second call of module 'conv' in module 'conv'.*shared"):
         import_module(Shared(), (3, 8, 8))
+
+
+def test_a_family_is_one_file_whose_networks_share_a_block_and_are_each_exact(tmp_path):
+    """resnet18 and resnet34 imported together: one BasicBlock (the stride a parameter with its default), two
+    networks; each, loaded from the one file by name, has its original's state_dict and parameters."""
+    from netspec.importer import import_family, module_source
+
+    originals = {name: builder_on_meta(name) for name in ("resnet18", "resnet34")}
+    family = import_family([module_source(model, (3, 64, 64), name) for name, model in originals.items()])
+    lines = family.text.splitlines()
+    assert family.blocks == 1 and [line for line in lines if line.startswith("block ")] == [
+        "block BasicBlock(conv1_out, conv1_stride=1) {"]
+    assert [line for line in lines if line.startswith("network ")] == ["network resnet18 {", "network resnet34 {"]
+    assert "  layer3: { BasicBlock(256, conv1_stride=2) -> BasicBlock(256) }" in lines  # resnet18's
+    assert "    BasicBlock(256) * 5" in lines  # resnet34's
+    assert len(lines) == 37  # imported apart, 17 + 26 lines: BasicBlock written twice
+    path = tmp_path / "resnets.net"
+    path.write_text(family.text)
+    for network, (name, original) in zip(family.networks, originals.items()):
+        graph = netspec.load(f"{path}:{name}")
+        with torch.device("meta"):
+            module = to_module(graph)
+        assert keys_and_shapes(module) == keys_and_shapes(original)
+        assert sum(n.params for n in graph.nodes) == sum(p.numel() for p in original.parameters())
+        assert network.name == name and network.verification.params == {"resnet18": 11_689_512,
+                                                                         "resnet34": 21_797_672}[name]
+
+
+def test_the_cli_imports_several_models_into_one_file_or_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "unets.net"
+    assert main(["import", "test_import:UNet(width=4)", "test_import:UNet(width=8)", "-o", str(out),
+                 "--input", "3,16,16"]) == 0
+    printed = capsys.readouterr().out
+    assert "imported 2 networks into one file: 27 lines, 1 block" in printed
+    assert printed.count("outputs equal the module's on a seeded input") == 2
+    text = out.read_text()
+    assert text.count("block DoubleConv(conv_out) {") == 1 and text.count("block ") == 1
+    assert "network UNet_width_4 {" in text and "network UNet_width_8 {" in text
+    for name, width in [("UNet_width_4", 4), ("UNet_width_8", 8)]:
+        graph = netspec.load(f"{out}:{name}")
+        assert sum(n.params for n in graph.nodes) == sum(p.numel() for p in UNet(width=width).parameters())
+    # --input once per model: a U-Net on images and a DCGAN generator on latent vectors
+    mixed = tmp_path / "mixed.net"
+    assert main(["import", "test_import:UNet(width=4)", "test_import:Generator", "-o", str(mixed),
+                 "--input", "3,16,16", "--input", "16"]) == 0
+    assert capsys.readouterr().out.count("outputs equal the module's on a seeded input") == 2
+    assert [netspec.load(f"{mixed}:{name}").input_shape for name in ("UNet", "Generator")] == [(3, 16, 16), (16,)]
+    # a model that cannot be imported fails the whole command, named, and nothing is written
+    failed = tmp_path / "failed.net"
+    assert main(["import", "test_import:UNet", "test_import:Wrapper", "-o", str(failed), "--input", "3,8,8"]) == 1
+    err = capsys.readouterr().err
+    assert "test_import:Wrapper: cannot import function torch.erf in module 'body'" in err
+    assert "nothing was written" in err and not failed.exists()
+    assert main(["import", "test_import:UNet", "test_import:Generator", "-o", str(failed), "--name", "n"]) == 1
+    assert "--name names a single model's network" in capsys.readouterr().err and not failed.exists()
+
+
+class Tail(nn.Module):
+    def __init__(self, cin: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 2, 1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class Tailed(nn.Module):
+    """DoubleConv, then, optionally, a Tail."""
+
+    def __init__(self, width: int = 4, tail: bool = False):
+        super().__init__()
+        self.inc = DoubleConv(3, width)
+        self.tail = Tail(width) if tail else nn.Identity()
+
+    def forward(self, x):
+        return self.tail(self.inc(x))
+
+
+def test_a_body_only_one_call_of_a_family_has_is_written_in_place():
+    """DoubleConv is called by both networks: one block. Tail is called once in the family: a group, not a
+    block; both networks are verified with seeded weights (outputs compared)."""
+    from netspec.importer import import_family, module_source
+
+    torch.manual_seed(0)
+    family = import_family([module_source(Tailed(4), (3, 8, 8), "plain"),
+                            module_source(Tailed(8, tail=True), (3, 8, 8), "tailed")])
+    assert family.blocks == 1 and family.text.count("block ") == 1
+    assert family.text.endswith("network tailed {\n  input x: [3, 8, 8]\n  inc: DoubleConv(8)\n"
+                                "  tail: { conv: conv(2, kernel=1) -> relu() }\n}\n")
+    assert [n.verification.outputs_compared and n.verification.ok for n in family.networks] == [True, True]
+    assert [n.verification.params for n in family.networks] == [
+        sum(p.numel() for p in Tailed(4).parameters()), sum(p.numel() for p in Tailed(8, tail=True).parameters())]

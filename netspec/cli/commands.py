@@ -418,17 +418,63 @@ def cmd_import(options: argparse.Namespace) -> int:
               "`onnxruntime` for .onnx files)", file=sys.stderr)
         return EXIT_USAGE
 
-    if options.model.endswith(".onnx"):
+    if len(options.model) > 1:
+        return import_several(options)
+    target = options.model[0]
+    if options.input and len(options.input) > 1:
+        raise ImportFailed(f"--input is given {len(options.input)} times for one model; give it once")
+    if target.endswith(".onnx"):
         if options.input:
             raise ImportFailed("--input is read from the .onnx file; leave it out")
-        imported, model = import_onnx(options.model, options.name), None
+        imported, model = import_onnx(target, options.name), None
     else:
-        model, name = load_target(options.model)
-        imported = import_module(model, parse_shape(options.input or "3,224,224"), options.name or name)
+        model, name = load_target(target)
+        imported = import_module(model, parse_shape((options.input or ["3,224,224"])[0]), options.name or name)
     if not write_output("import", options.output, imported.text):
         return EXIT_USAGE
     if options.weights:
         write_weights(options.weights, imported, model)
     print(f"wrote {options.output}")
     print("\n".join(imported.report()))
+    return EXIT_OK
+
+
+def import_several(options: argparse.Namespace) -> int:
+    """`netspec import A B ... -o family.net`: one file, one network per model, shared blocks written once; any
+    model that cannot be imported fails the whole command, naming it, and nothing is written."""
+    import re
+
+    from netspec.importer import ImportFailed, import_family, load_target, module_source, onnx_source, parse_shape
+
+    if options.name:
+        raise ImportFailed("--name names a single model's network; with several, each network takes its "
+                           "callable's or file's name")
+    if options.weights:
+        raise ImportFailed("--weights writes one network's checkpoint; import that model alone to write it")
+    given = options.input or ["3,224,224"]
+    if len(given) not in (1, len(options.model)):
+        raise ImportFailed(f"--input is given {len(given)} times for {len(options.model)} models: give it once for "
+                           "all of them, or once per model in the order of the models")
+    shapes = [parse_shape(text) for text in given] * (len(options.model) // len(given))
+    callables = [target.partition(":")[2].partition("(")[0] for target in options.model]
+    sources = []
+    for target, callable_name, shape in zip(options.model, callables, shapes):
+        try:
+            if target.endswith(".onnx"):
+                if len(given) > 1:
+                    raise ImportFailed("its input shape is read from the file; give --input once for all the "
+                                       "PyTorch modules instead of once per model")
+                sources.append(onnx_source(target))
+            else:
+                model, name = load_target(target)
+                if callables.count(callable_name) > 1:  # Net(width=2) and Net(width=4): named by their arguments
+                    name = "_".join(re.findall(r"[A-Za-z0-9]+", target.partition(":")[2]))
+                sources.append(module_source(model, shape, name))
+        except ImportFailed as err:
+            raise ImportFailed(f"{target}: {err}; nothing was written") from None
+    family = import_family(sources)
+    if not write_output("import", options.output, family.text):
+        return EXIT_USAGE
+    print(f"wrote {options.output}")
+    print("\n".join(family.report()))
     return EXIT_OK

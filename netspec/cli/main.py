@@ -170,14 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
                                               "a spec with the original's state_dict names and blocks for repeated "
                                               "structure, and verify it: parameters, state_dict keys, shapes and "
                                               "order, and outputs. Exit 0: written and exact, 1: cannot be imported.")
-    import_.add_argument("model", metavar="MODULE_OR_FILE", help="MODULE:CALLABLE[(keyword=literal, ...)] or an "
-                                                                 ".onnx file")
+    import_.add_argument("model", metavar="MODULE_OR_FILE", nargs="+",
+                         help="MODULE:CALLABLE[(keyword=literal, ...)] or an .onnx file; several write one file, "
+                              "one network each, the blocks they share written once")
     import_.add_argument("-o", "--output", required=True, help="the .net file to write")
-    import_.add_argument("--input", metavar="C,H,W", help="the input shape without the batch (PyTorch modules; "
-                                                          "default 3,224,224)")
-    import_.add_argument("--name", help="the network's name (default: the callable's or the file's)")
+    import_.add_argument("--input", metavar="C,H,W", action="append",
+                         help="the input shape without the batch (PyTorch modules; default 3,224,224); with "
+                              "several models, once for all or once per model, in their order")
+    import_.add_argument("--name", help="the network's name, for a single model (default: the callable's or the "
+                                        "file's)")
     import_.add_argument("--weights", metavar="OUT.pt", help="also write the original's weights as a netspec "
-                                                             "checkpoint")
+                                                             "checkpoint (a single model)")
     import_.set_defaults(run=cmd_import)
 
     lsp = commands.add_parser("lsp", help="the language server, over stdin and stdout (docs/editors.md)",

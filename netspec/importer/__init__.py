@@ -19,10 +19,11 @@ import sys
 from torch import nn
 
 from netspec.importer.errors import ImportFailed
-from netspec.importer.result import Imported, network_name
+from netspec.importer.result import Family, Imported, Source, network_name
 from netspec.importer.verify import verify
 
-__all__ = ["ImportFailed", "Imported", "import_module", "import_onnx", "load_target", "parse_shape", "write_weights"]
+__all__ = ["Family", "ImportFailed", "Imported", "Source", "import_family", "import_module", "import_onnx",
+           "load_target", "module_source", "onnx_source", "parse_shape", "write_weights"]
 
 TARGET = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)(?P<call>\(.*\))?\Z", re.S)
 
@@ -31,10 +32,14 @@ def import_module(model: nn.Module, input_shape: tuple[int, ...], name: str | No
                   check: bool = True) -> Imported:
     """Trace `model` on inputs of `input_shape` (no batch dimension), write its spec and verify it. Raises
     ImportFailed for what cannot be imported, and when the written spec is not exact."""
+    return import_family([module_source(model, input_shape, name)], check).networks[0]
+
+
+def module_source(model: nn.Module, input_shape: tuple[int, ...], name: str | None = None) -> Source:
+    """`model` traced on inputs of `input_shape`, ready to be written (alone or with others: import_family)."""
     from netspec.importer.mapping import Mapper
     from netspec.importer.structure import scope_tree, unused_state
     from netspec.importer.trace import trace
-    from netspec.importer.writer import KEYWORDS, make_blocks, network_text
 
     name = network_name(name or type(model).__name__)
     traced_module = trace(model, tuple(input_shape))
@@ -55,14 +60,34 @@ def import_module(model: nn.Module, input_shape: tuple[int, ...], name: str | No
                            f"training mode, the first '{unused[0]}' (module '{owner}'): a module the forward never "
                            "calls has no place in the spec; build the model without it")
     traced.state_order = list(model.state_dict())
-    blocks = make_blocks(traced, set(KEYWORDS) | {name} | set(_op_names()))
-    text = network_text(name, traced, blocks)
-    verification = verify(text, name, model, tuple(input_shape)) if check else None
-    if verification is not None and not verification.ok:
-        raise ImportFailed(f"the spec imported from {name} is not exact: " + "; ".join(verification.problems)
-                           + "; nothing was written. Unless the model's eval-mode forward is random, this is a bug "
-                           "in netspec's importer: please report it with the model")
-    return Imported(text, name, verification, len(blocks))
+    shape = tuple(input_shape)
+    return Source(name, traced, lambda text, network: verify(text, network, model, shape), name,
+                  "nothing was written. Unless the model's eval-mode forward is random, this is a bug in netspec's "
+                  "importer: please report it with the model")
+
+
+def import_family(sources: list[Source], check: bool = True) -> Family:
+    """Several traced models written into one file, one network each, the blocks they share written once (calls
+    of one module class whose bodies are equal up to constants, across all the models, share a block). Every
+    network is verified against its model; one that is not exact fails the whole import."""
+    from netspec.importer.writer import KEYWORDS, family_text, make_blocks
+
+    names = [source.name for source in sources]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ImportFailed(f"two models give the network name '{repeated[0]}': a file's networks need their own "
+                           "names (import models built by the same callable into separate files, or give --name "
+                           "to a single one)")
+    blocks = make_blocks([source.traced for source in sources], set(KEYWORDS) | set(names) | set(_op_names()))
+    text = family_text([(source.name, source.traced) for source in sources], blocks)
+    networks = []
+    for source in sources:
+        verification = source.verify(text, source.name) if check else None
+        if verification is not None and not verification.ok:
+            raise ImportFailed(f"the spec imported from {source.origin} is not exact: "
+                               + "; ".join(verification.problems) + "; " + source.failure_hint)
+        networks.append(Imported(text, source.name, verification, len(blocks), source.weights))
+    return Family(text, networks, len(blocks))
 
 
 def _op_names() -> list[str]:
@@ -125,9 +150,14 @@ def load_target(target: str) -> tuple[nn.Module, str]:
 
 def import_onnx(path, name: str | None = None, check: bool = True) -> Imported:
     """An ONNX model's spec (netspec/importer/onnx.py)."""
-    from netspec.importer.onnx import import_onnx_file
+    return import_family([onnx_source(path, name)], check).networks[0]
 
-    return import_onnx_file(path, name, check)
+
+def onnx_source(path, name: str | None = None) -> Source:
+    """An .onnx file read into a scope tree, ready to be written (alone or with others: import_family)."""
+    from netspec.importer.onnx import onnx_file_source
+
+    return onnx_file_source(path, name)
 
 
 def write_weights(path, imported: Imported, model: nn.Module | None = None) -> None:

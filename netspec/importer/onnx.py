@@ -438,10 +438,9 @@ def traced_from_onnx(model) -> tuple[Traced, dict[str, torch.Tensor]]:
     return traced, reader.state
 
 
-def import_onnx_file(path, name: str | None = None, check: bool = True):
-    from netspec.importer.result import Imported, network_name
-    from netspec.importer.writer import KEYWORDS, make_blocks, network_text
-    from netspec.ops import OPS
+def onnx_file_source(path, name: str | None = None):
+    """The .onnx file's scope tree and initialisers, with the check of a spec text against onnxruntime."""
+    from netspec.importer.result import Source, network_name
 
     import importlib.util
 
@@ -451,13 +450,8 @@ def import_onnx_file(path, name: str | None = None, check: bool = True):
     model = read(path)
     name = network_name(name or Path(path).stem)
     traced, state = traced_from_onnx(model)
-    blocks = make_blocks(traced, set(KEYWORDS) | {name} | set(OPS))
-    text = network_text(name, traced, blocks)
-    verification = verify_onnx(text, name, path, state, traced.input_shape) if check else None
-    if verification is not None and not verification.ok:
-        raise ImportFailed(f"the spec imported from {path} is not exact: " + "; ".join(verification.problems)
-                           + "; nothing was written")
-    return Imported(text, name, verification, len(blocks), state)
+    return Source(name, traced, lambda text, network: verify_onnx(text, network, path, state, traced.input_shape),
+                  str(path), "nothing was written", state)
 
 
 def verify_onnx(text: str, name: str, path, state: dict, input_shape):

@@ -51,12 +51,13 @@ class Verification:
 
 
 def load_text(text: str, name: str):
-    """The spec text loaded as `netspec check` would load the file."""
+    """The spec text's network `name` loaded as `netspec check FILE:NAME` would load it (a family's file holds
+    several)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{name}.net"
         path.write_text(text)
         try:
-            return netspec.load(path)
+            return netspec.load(f"{path}:{name}")
         except NetspecError as err:
             raise ImportFailed("the imported spec does not check (netspec's importer wrote something it cannot "
                                f"read back):\n{render_all(err.diagnostics, netspec.Sources())}") from None

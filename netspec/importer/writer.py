@@ -150,21 +150,32 @@ def unique(base: str, taken: set[str]) -> str:
     return name
 
 
-def make_blocks(traced: Traced, taken: set[str]) -> list[Block]:
-    """One block per module class and body shape, smallest first, every call's parameter values set."""
-    instances = list(calls_in(traced.root))
+def make_blocks(models: list[Traced], taken: set[str]) -> list[Block]:
+    """One block per module class and body shape, smallest first, every call's parameter values set. With several
+    models, calls from all of them share a block wherever one can write them (a family's Bottleneck once), and a
+    body only one call in the whole family has is written in place, as a group, rather than as a block."""
+    instances = [(scope, traced) for traced in models for scope in calls_in(traced.root)]
     blocks: list[Block] = []
-    for height in sorted({scope_height(s) for s in instances}):
+    done: set[int] = set()
+    while True:
+        # heights are taken afresh: a call written in place no longer adds a level to the calls that hold it
+        pending = [(s, t) for s, t in instances if id(s) not in done and s.kind == "call"]
+        if not pending:
+            return blocks
+        height = min(scope_height(s) for s, _ in pending)
         bins: dict[tuple, list[tuple[Scope, list[Item]]]] = {}
-        for scope in (s for s in instances if scope_height(s) == height):
+        for scope, traced in ((s, t) for s, t in pending if scope_height(s) == height):
+            done.add(id(scope))
             items = with_projections(body_of(scope, scope.path, traced), scope.inputs[0])
             show_labels(items)
             key = (scope.cls.__name__, signature(items, {scope.inputs[0]: "x"}))
             bins.setdefault(key, []).append((scope, items))
         merged = with_optional_residuals(bins)
         for class_name, members, optional in merged:
+            if len(models) > 1 and len(members) == 1:
+                members[0][0].kind = "group"
+                continue
             blocks.append(parameterise(unique(class_name, taken), members, optional))
-    return blocks
 
 
 def with_optional_residuals(bins: dict) -> list[tuple[str, list, bool]]:
@@ -483,11 +494,26 @@ def wrapped(opening: str, parts: list[str], closing: str) -> list[str]:
 
 def network_text(name: str, traced: Traced, blocks: list[Block]) -> str:
     """The whole spec: the blocks, then the network."""
+    return family_text([(name, traced)], blocks)
+
+
+def family_text(networks: list[tuple[str, Traced]], blocks: list[Block]) -> str:
+    """One file for several models: the blocks they share, each once, then every network in the order given."""
     lines: list[str] = []
-    taken = set(KEYWORDS) | {b.name for b in blocks} | {name}
+    taken = set(KEYWORDS) | {b.name for b in blocks} | {name for name, _ in networks}
     for block in blocks:
         lines.extend(block_text(block, set(taken)))
         lines.append("")
+    for index, (name, traced) in enumerate(networks):
+        if index:
+            lines.append("")
+        lines.extend(network_lines(name, traced, taken))
+    return "\n".join(lines) + "\n"
+
+
+def network_lines(name: str, traced: Traced, taken: set[str]) -> list[str]:
+    """One network's statements, its block calls written with the values its calls give their parameters."""
+    lines: list[str] = []
     items = with_projections(body_of(traced.root, "", traced), traced.input)
     show_labels(items)
     items = in_state_order(items, traced)
@@ -499,7 +525,7 @@ def network_text(name: str, traced: Traced, blocks: list[Block]) -> str:
     lines.append(f"  input x: [{shape}]")
     lines.extend(writer.write(items, traced.input, traced.output, "  ", traced.aux_outputs))
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def in_state_order(items: list[Item], traced: Traced) -> list[Item]:
