@@ -324,6 +324,37 @@ def test_an_onnx_export_imports_with_its_initialiser_names_and_agrees_with_onnxr
     assert main(["check", str(out)]) == 0
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("opset", [17, None])  # GELU spelt out with erf before opset 20, one Gelu node after
+def test_a_convnext_export_imports_its_channels_last_layers_and_agrees_with_onnxruntime(opset, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    from netspec.importer import import_onnx
+
+    torch.manual_seed(0)
+    original = perturbed(ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 2)], num_classes=5))
+    with torch.no_grad():
+        for name, parameter in original.named_parameters():
+            if name.endswith("layer_scale"):  # away from 1e-6, so that the blocks count in the outputs
+                parameter.copy_(torch.rand(parameter.shape, generator=torch.Generator().manual_seed(2)))
+    path = tmp_path / "convnext.onnx"
+    torch.onnx.export(original, torch.zeros(1, 3, 32, 32), path, dynamo=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
+                      **({"opset_version": opset} if opset else {}))
+    imported = import_onnx(path)  # raises unless onnxruntime agrees
+    lines = imported.text.splitlines()
+    assert '    linear(block_out, over="channels") -> gelu() -> linear(cin, over="channels")' in lines
+    assert "  layer_scale: layer_scale() -> add(x)" in lines
+    _, module = spec_module(imported.text, tmp_path)
+    assert sorted(keys_and_shapes(module)) == sorted(keys_and_shapes(original))  # ONNX keeps no module order
+    module.load_state_dict(imported.weights, strict=True)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = original.eval()(x), module.eval()(x)
+    assert (got - want).abs().max().item() <= 1e-5 * max(want.abs().max().item(), 1.0)
+
+
 def test_an_onnx_node_without_an_op_is_refused_by_name(tmp_path):
     onnx = pytest.importorskip("onnx")
     from netspec.importer import import_onnx

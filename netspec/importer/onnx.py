@@ -68,6 +68,12 @@ class OnnxReader:
         self.position: dict[str, int] = {}  # value -> the order it is computed in
         self.grouped: dict[str, tuple[str, int]] = {}  # a map viewed as [N, groups, C/groups, H, W]
         self.grouped_transposed: dict[str, tuple[str, int]] = {}
+        # ConvNeXt's channels-last stretch (Transpose to [N, H, W, C], layer norm, linear layers, back): the
+        # values that are a map's channels-last view, the linear layers whose bias a following Add gives, and
+        # GELU's exported pieces (x / sqrt 2, erf, + 1, x times it, times 1/2) by how far they have come
+        self.channels_last: set[str] = set()
+        self.linears: dict[str, Layer] = {}
+        self.gelu: dict[str, tuple[str, int]] = {}
 
     def value(self, name: str) -> str:
         while name in self.alias:
@@ -129,6 +135,9 @@ class OnnxReader:
             self.position[output] = len(self.position)
         if self.fold(node, given):
             return None
+        channels_last = self.channels_last_layer(node, kind, given)
+        if channels_last is not False:
+            return channels_last
         if kind == "Slice":
             return self.slice(node)
         if kind == "Split":
@@ -257,6 +266,88 @@ class OnnxReader:
         if kind == "Softmax" and given.get("axis", -1) % 4 in AXES:
             return self.layer(node, "softmax", [("axis", AXES[given.get("axis", -1) % 4])])
         raise self.fail(node, "netspec has no op for it")
+
+    def channels_last_layer(self, node, kind: str, given) -> Layer | None | bool:
+        """ConvNeXt's layers as the PyTorch export writes them: its permutes to channels-last and back (aliases:
+        netspec's layer norm and linear layers act on each position's channels of the map), layer norm, a linear
+        layer as MatMul and Add, GELU as erf, and its layer scale. False: the node is none of those."""
+        inputs = list(node.input)
+        first = inputs[0] if inputs else ""
+        out = node.output[0] if node.output else ""
+        perm = list(given.get("perm", []))
+        if kind == "Transpose" and first in self.constants:  # an nn.Linear weight transposed for MatMul
+            self.constants[out] = np.transpose(self.constants[first], perm or None)
+            return None
+        if kind == "Transpose" and perm == [0, 2, 3, 1] and len(self.shapes.get(first, ())) == 4 \
+                and first not in self.channels_last:
+            self.alias[out] = self.value(first)
+            self.channels_last.add(out)
+            return None
+        if kind == "Transpose" and perm == [0, 3, 1, 2] and first in self.channels_last:
+            self.alias[out] = self.value(first)
+            return None
+        if kind == "LayerNormalization" and first in self.channels_last and given.get("axis", -1) in (-1, 3):
+            path = self.owner(node, inputs[1])
+            self.keep(path, "weight", self.constants[inputs[1]])
+            self.keep(path, "bias", self.constants[inputs[2]])
+            self.channels_last.add(out)
+            return self.layer(node, "layernorm", [("eps", _float(given.get("epsilon", 1e-5)))], path)
+        if kind == "MatMul" and first in self.channels_last and inputs[1] in self.constants \
+                and self.constants[inputs[1]].ndim == 2:
+            weight = self.constants[inputs[1]].T  # MatMul multiplies by the transposed nn.Linear weight
+            path = self.owner(node, inputs[1])
+            self.keep(path, "weight", weight)
+            self.channels_last.add(out)
+            layer = self.linears[out] = self.layer(node, "linear", [(None, int(weight.shape[0])), ("bias", False),
+                                                                    ("over", "channels")], path)
+            return layer
+        constant = next((i for i in inputs if i in self.constants), None)
+        linear = next((i for i in inputs if i in self.linears), None)
+        if kind == "Add" and linear is not None and constant is not None and len(inputs) == 2:  # its bias
+            layer = self.linears.pop(linear)
+            layer.args[layer.args.index(("bias", False))] = ("bias", True)
+            self.keep(layer.path, "bias", self.constants[constant])
+            self.alias[out] = self.value(linear)
+            self.channels_last.add(out)
+            return None
+        value = float(np.asarray(self.constants[constant]).reshape(-1)[0]) if constant is not None and \
+            np.asarray(self.constants[constant]).size == 1 else None
+        if kind == "Gelu":  # opset 20's; earlier ones spell it out with erf, below
+            if first in self.channels_last:
+                self.channels_last.add(out)
+            approximate = given.get("approximate", b"none")
+            tanh = (approximate.decode() if isinstance(approximate, bytes) else approximate) == "tanh"
+            return self.layer(node, "gelu", [("approximate", True)] if tanh else [])
+        tensor = next((i for i in inputs if i not in self.constants), first)
+        stage = self.gelu.get(tensor, (None, 0))
+        if kind == "Div" and value is not None and abs(value - 2 ** 0.5) < 1e-6 and first == tensor:
+            self.gelu[out] = (first, 1)
+        elif kind == "Erf" and stage[1] == 1:
+            self.gelu[out] = (stage[0], 2)
+        elif kind == "Add" and stage[1] == 2 and value == 1.0:
+            self.gelu[out] = (stage[0], 3)
+        elif kind == "Mul" and len(inputs) == 2 and {self.gelu.get(i, (None, 0))[1] for i in inputs} == {0, 3} \
+                and self.gelu.get(inputs[0], self.gelu.get(inputs[1]))[0] in inputs:
+            self.gelu[out] = (self.gelu.get(inputs[0], self.gelu.get(inputs[1]))[0], 4)
+        elif kind == "Mul" and stage[1] == 4 and value == 0.5:
+            x = stage[0]
+            if x in self.channels_last:
+                self.channels_last.add(out)
+            return Layer("gelu", [], self.value(x), out, None, [])
+        elif kind == "Mul" and len(inputs) == 2 and any(self.is_layer_scale(i) for i in inputs):
+            scale = next(i for i in inputs if self.is_layer_scale(i))
+            source = next(i for i in inputs if i != scale)
+            self.state[scale] = torch.from_numpy(np.array(self.constants[scale], copy=True))
+            return Layer("layer_scale", [], self.value(source), out, scale, [])
+        else:
+            return False
+        return None
+
+    def is_layer_scale(self, name: str) -> bool:
+        """A learnt [C, 1, 1] scale exported under its parameter's name (ConvNeXt's `features.1.0.layer_scale`)."""
+        array = self.constants.get(name)
+        return array is not None and array.ndim == 3 and array.shape[1:] == (1, 1) and \
+            re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_-]+)+", name) is not None
 
     def reshaped(self, source: tuple[int, ...], shape_input: str) -> tuple[int, ...]:
         """A Reshape's result from its (folded) shape input: 0 copies the size, -1 takes what is left."""
