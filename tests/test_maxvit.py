@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import netspec  # noqa: E402
+from attention import exported, layer_spec, standalone as standalone_module  # noqa: E402,F401 (layer_spec: a fixture)
 from conftest import ROOT, only_error  # noqa: E402
-from netspec import Sources  # noqa: E402
-from netspec.backends.torch import to_module, to_python  # noqa: E402
+from netspec.backends.torch import to_module  # noqa: E402
 
 ZOO = ROOT / "specs" / "torchvision"
 # torchvision's MaxVit at a size a CPU runs in milliseconds: 32x32 images, maps of 8x8 and 4x4 in the two stages,
@@ -37,16 +37,6 @@ def small_spec(tmp_path):
     path = tmp_path / "maxvit.net"
     path.write_text((ZOO / "maxvit.net").read_text() + SMALL_NETWORK)
     return f"{path}:small"
-
-
-@pytest.fixture
-def spec(tmp_path):
-    def write(body, shape):
-        path = tmp_path / "n.net"
-        path.write_text(f"network N {{\n  input x: {shape}\n  {body}\n}}\n")
-        return path
-
-    return write
 
 
 def perturbed(model):
@@ -119,13 +109,10 @@ def test_the_weight_macs_equal_torchs_flop_counter(small_spec):
 
 def test_the_standalone_python_module_computes_the_same_and_reads_as_torchvision(small_spec):
     graph, reference, ours = small_pair(small_spec)
-    source = to_python(graph)
+    source, standalone = standalone_module(graph)
     assert "class PartitionAttention(nn.Module):" in source
     assert "scores = q @ (k * self.scale).transpose(-2, -1)" in source
     assert ", 4, size=2, partition=" in source  # PartitionAttention(channels, head_dim, size=2, partition=...)
-    namespace = {}
-    exec(source, namespace)
-    standalone = namespace["small"]().eval()
     assert list(standalone.state_dict()) == list(reference.state_dict())
     standalone.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -135,14 +122,8 @@ def test_the_standalone_python_module_computes_the_same_and_reads_as_torchvision
 
 def test_the_small_maxvit_exports_to_onnx_and_agrees_in_onnxruntime(small_spec, tmp_path):
     pytest.importorskip("onnxruntime")
-    from netspec.backends.onnx import export
-
     graph, _, ours = small_pair(small_spec)
-    weights = tmp_path / "weights.pt"
-    torch.save(ours.state_dict(), weights)
-    report = export(graph, Sources(), tmp_path / "small.onnx", weights=weights)
-    assert report.ok, report.comparisons
-    assert [c.batch for c in report.comparisons] == [1, 3]
+    report = exported(graph, ours, tmp_path)
     assert {"Conv", "MatMul", "Softmax", "Gather", "Tanh"} <= set(report.ops)
 
 
@@ -164,8 +145,8 @@ def torchvision_partition_attention(attention, x, size, partition):
 @pytest.mark.parametrize("partition, shape", [("block", (16, 12, 12)), ("grid", (16, 12, 12)),
                                               ("block", (16, 6, 15))])
 def test_partition_attention_is_torchvisions_relative_positional_attention_within_the_partitions(
-        spec, partition, shape):
-    graph = netspec.load(spec(f'attn: partition_attention(3, 4, partition="{partition}")', list(shape)))
+        layer_spec, partition, shape):
+    graph = netspec.load(layer_spec(f'attn: partition_attention(3, 4, partition="{partition}")', list(shape)))
     node = graph.node("attn")
     channels, height, width = shape
     positions = height * width
@@ -182,11 +163,11 @@ def test_partition_attention_is_torchvisions_relative_positional_attention_withi
         assert torch.equal(module(x), torchvision_partition_attention(reference, x, 3, partition))
 
 
-def test_partition_attention_macs_equal_the_flop_counters_projections_and_two_matrix_products(spec):
+def test_partition_attention_macs_equal_the_flop_counters_projections_and_two_matrix_products(layer_spec):
     from torch.utils.flop_counter import FlopCounterMode
 
     for partition in ("block", "grid"):
-        graph = netspec.load(spec(f'attn: partition_attention(2, 8, partition="{partition}")', "[32, 4, 6]"))
+        graph = netspec.load(layer_spec(f'attn: partition_attention(2, 8, partition="{partition}")', "[32, 4, 6]"))
         with torch.device("meta"), FlopCounterMode(display=False) as counter:
             to_module(graph)(torch.empty(1, 32, 4, 6))
         # to_qkv and merge at 24 positions, then QK^T and AV within 6 partitions of 4 positions (the linear layers'
@@ -195,7 +176,7 @@ def test_partition_attention_macs_equal_the_flop_counters_projections_and_two_ma
         assert counter.get_total_flops() == 2 * graph.node("attn").macs
 
 
-def test_block_and_grid_partitions_are_windows_of_neighbours_and_spread_grids(spec):
+def test_block_and_grid_partitions_are_windows_of_neighbours_and_spread_grids(layer_spec):
     """With the attention made the identity on values (V = x, merge = I) and the scores zero, each position
     becomes the mean of its partition: a 2x2 window of neighbours, or a 2x2 grid whose positions are half the
     map apart."""
@@ -204,7 +185,7 @@ def test_block_and_grid_partitions_are_windows_of_neighbours_and_spread_grids(sp
                                        [10.5, 10.5, 12.5, 12.5], [10.5, 10.5, 12.5, 12.5]]),
                             ("grid", [[5.0, 6.0, 5.0, 6.0], [9.0, 10.0, 9.0, 10.0],
                                       [5.0, 6.0, 5.0, 6.0], [9.0, 10.0, 9.0, 10.0]])]:
-        module = to_module(netspec.load(spec(f'partition_attention(2, 1, partition="{partition}")', "[1, 4, 4]")))
+        module = to_module(netspec.load(layer_spec(f'partition_attention(2, 1, partition="{partition}")', "[1, 4, 4]")))
         with torch.no_grad():
             for parameter in module.parameters():
                 parameter.zero_()
@@ -230,8 +211,8 @@ def test_block_and_grid_partitions_are_windows_of_neighbours_and_spread_grids(sp
      "partition_attention expects a feature map [C, H, W], got [16, 8]",
      "it partitions the map's positions; apply it before flatten() or tokens()"),
 ])
-def test_mistakes_are_located_with_the_numbers(spec, body, shape, message, hint):
-    diagnostic = only_error(spec(f"y = x -> {body}", shape))
+def test_mistakes_are_located_with_the_numbers(layer_spec, body, shape, message, hint):
+    diagnostic = only_error(layer_spec(f"y = x -> {body}", shape))
     assert (diagnostic.code, diagnostic.span.line) == (("NS305" if "tokens" in body else "NS203"), 3)
     assert (diagnostic.message, diagnostic.hint) == (message, hint)
 

@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 swin = pytest.importorskip("torchvision.models.swin_transformer")
 
 import netspec  # noqa: E402
+from attention import exported, layer_spec, seeded, standalone as standalone_module  # noqa: E402,F401 (layer_spec: a fixture)
 from conftest import ROOT, only_error  # noqa: E402
-from netspec import Sources  # noqa: E402
-from netspec.backends.torch import to_module, to_python  # noqa: E402
+from netspec.backends.torch import to_module  # noqa: E402
 
 SWIN = ROOT / "specs" / "torchvision" / "swin.net"
 # A 40x40 image in 4x4 patches: maps of 10x10, 5x5 and 3x3 with 3x3 windows, so the first two stages pad to a
@@ -27,25 +27,6 @@ def small_spec(tmp_path_factory):
     path.write_text(SWIN.read_text() + "network small(version=1) = Swin(16, [2, 2, 2], [2, 2, 4], 3, 0.2, "
                                        "version=version, classes=10, size=40)\n")
     return f"{path}:small"
-
-
-@pytest.fixture
-def spec(tmp_path):
-    def write(body, shape):
-        path = tmp_path / "n.net"
-        path.write_text(f"network N {{\n  input x: {shape}\n  {body}\n}}\n")
-        return path
-
-    return write
-
-
-def seeded(model):
-    """Random weights everywhere (v2's logit scale and the position bias tables included), seeded, eval mode."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * (0.1 if parameter.dim() > 1 else 1.0))
-    return model.eval()
 
 
 def entries(module):
@@ -124,15 +105,12 @@ def test_the_weight_macs_equal_torchs_flop_counter(small_spec, version):
 
 def test_the_standalone_python_module_computes_the_same_and_reads_as_torchvision(small_spec):
     graph, reference, ours = small_pair(small_spec, 2)
-    source = to_python(graph)
+    source, standalone = standalone_module(graph)
     assert "class ShiftedWindowAttentionV2(ShiftedWindowAttention):" in source
     assert "class PatchMergingV2(PatchMerging):" in source
     assert "PatchMergingV2(16)," in source
     assert ("self.attn = ShiftedWindowAttentionV2(\n            dim, heads, window_size=[3, 3], "
             "shift_size=[shift, shift], height=height, width=height,\n        )") in source
-    namespace = {}
-    exec(source, namespace)
-    standalone = namespace["small"]().eval()
     assert list(standalone.state_dict()) == list(ours.state_dict())
     standalone.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 40, 40)
@@ -143,14 +121,8 @@ def test_the_standalone_python_module_computes_the_same_and_reads_as_torchvision
 
 def test_the_small_swin_exports_to_onnx_and_agrees_in_onnxruntime(small_spec, tmp_path):
     pytest.importorskip("onnxruntime")
-    from netspec.backends.onnx import export
-
     graph, _, ours = small_pair(small_spec, 2)
-    weights = tmp_path / "weights.pt"
-    torch.save(ours.state_dict(), weights)
-    report = export(graph, Sources(), tmp_path / "small.onnx", weights=weights)
-    assert report.ok, report.comparisons
-    assert [c.batch for c in report.comparisons] == [1, 3]
+    report = exported(graph, ours, tmp_path)
     assert {"Conv", "MatMul", "Softmax", "Gather", "Sigmoid", "LayerNormalization"} <= set(report.ops)
 
 
@@ -177,9 +149,9 @@ def test_swin_v2s_builders_register_the_norms_before_what_they_follow_as_torchvi
     (2, (8, 5, 7), [3, 2], [1, 1]),
     (2, (12, 6, 6), [3, 3], [0, 0]),
 ])
-def test_window_attention_is_torchvisions_shifted_window_attention(spec, version, map_shape, window, shift):
+def test_window_attention_is_torchvisions_shifted_window_attention(layer_spec, version, map_shape, window, shift):
     heads = 2
-    graph = netspec.load(spec(f"attn: window_attention({heads}, {window}, {shift}, version={version})",
+    graph = netspec.load(layer_spec(f"attn: window_attention({heads}, {window}, {shift}, version={version})",
                               list(map_shape)))
     node = graph.node("attn")
     c, h, w = map_shape
@@ -201,19 +173,19 @@ def test_window_attention_is_torchvisions_shifted_window_attention(spec, version
     assert node.macs == counter.get_total_flops() // 2
 
 
-def test_window_attention_counts_by_the_documented_rule(spec):
-    node = netspec.load(spec("attn: window_attention(4, 7, 3)", "[96, 10, 10]")).node("attn")
+def test_window_attention_counts_by_the_documented_rule(layer_spec):
+    node = netspec.load(layer_spec("attn: window_attention(4, 7, 3)", "[96, 10, 10]")).node("attn")
     positions, tokens = 14 * 14, 49  # padded to a multiple of the window
     assert node.macs == 4 * 96 * 96 * positions + 2 * positions * tokens * 96 == 9_069_312
     assert node.params == 4 * 96 * 96 + 4 * 96 + 13 * 13 * 4 and node.buffers == 49 * 49
-    v2 = netspec.load(spec("attn: window_attention(4, 7, 3, version=2)", "[96, 10, 10]")).node("attn")
+    v2 = netspec.load(layer_spec("attn: window_attention(4, 7, 3, version=2)", "[96, 10, 10]")).node("attn")
     assert v2.macs == node.macs + 13 * 13 * (2 * 512 + 512 * 4)  # the position-bias MLP, once
     assert v2.params == 4 * 96 * 96 + 4 * 96 + 4 + 3 * 512 + 512 * 4 and v2.buffers == 49 * 49 + 13 * 13 * 2
 
 
 @pytest.mark.parametrize("version, map_shape", [(1, (6, 5, 7)), (2, (6, 5, 7)), (1, (4, 4, 2))])
-def test_patch_merging_is_torchvisions(spec, version, map_shape):
-    graph = netspec.load(spec(f"merge: patch_merging(version={version})", list(map_shape)))
+def test_patch_merging_is_torchvisions(layer_spec, version, map_shape):
+    graph = netspec.load(layer_spec(f"merge: patch_merging(version={version})", list(map_shape)))
     node = graph.node("merge")
     c, h, w = map_shape
     assert node.shape == (2 * c, (h + 1) // 2, (w + 1) // 2)
@@ -251,8 +223,8 @@ def test_patch_merging_is_torchvisions(spec, version, map_shape):
      "of 1", "use a window of at least 2x2 with version=2 (torchvision's table would be 0/0)"),
     ("window_attention(2, 4, version=3)", "[8, 8, 8]", "NS203", None, None),
 ])
-def test_mistakes_are_located_with_the_numbers(spec, body, shape, code, message, hint):
-    diagnostic = only_error(spec(f"y = x -> {body}", shape))
+def test_mistakes_are_located_with_the_numbers(layer_spec, body, shape, code, message, hint):
+    diagnostic = only_error(layer_spec(f"y = x -> {body}", shape))
     assert diagnostic.code == code and diagnostic.span.line == 3
     if message is not None:
         assert (diagnostic.message, diagnostic.hint) == (message, hint)

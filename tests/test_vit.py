@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import netspec  # noqa: E402
+from attention import exported, layer_spec, seeded, standalone as standalone_module  # noqa: E402,F401 (layer_spec: a fixture)
 from conftest import ROOT, only_error  # noqa: E402
-from netspec import Sources  # noqa: E402
-from netspec.backends.torch import to_module, to_python  # noqa: E402
+from netspec.backends.torch import to_module  # noqa: E402
 
 VIT = ROOT / "specs" / "torchvision" / "vit.net"
 # torchvision's VisionTransformer at a size a CPU runs in milliseconds, and the same family's spec at those settings
@@ -31,25 +31,6 @@ def small_spec(tmp_path):
     path = tmp_path / "vit.net"
     path.write_text(VIT.read_text() + "network small(classes=10) = ViT(8, 2, 2, 32, 64, classes=classes, size=32)\n")
     return f"{path}:small"
-
-
-@pytest.fixture
-def spec(tmp_path):
-    def write(body, shape):
-        path = tmp_path / "n.net"
-        path.write_text(f"network N {{\n  input x: {shape}\n  {body}\n}}\n")
-        return path
-
-    return write
-
-
-def seeded(model):
-    """Random weights everywhere (torchvision starts its head and class token at zero), seeded, eval mode."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * (0.1 if parameter.dim() > 1 else 1.0))
-    return model.eval()
 
 
 # The family's spec against torchvision's VisionTransformer ----------------------------------------------------
@@ -102,15 +83,12 @@ def test_the_weight_macs_equal_torchs_flop_counter(small_spec):
 
 def test_the_standalone_python_module_computes_the_same_and_reads_as_torchvision(small_spec):
     graph, reference, ours = small_pair(small_spec)
-    source = to_python(graph)
+    source, standalone = standalone_module(graph)
     assert "x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)" in source
     assert "x = x + self.pos_embedding" in source
     assert "self.pos_embedding = nn.Parameter(torch.normal(0.0, 0.02, size=(1, 17, 32)))" in source
     assert "self.self_attention = SelfAttention(32, 2)" in source
     assert "class SelfAttention(nn.MultiheadAttention):" in source
-    namespace = {}
-    exec(source, namespace)
-    standalone = namespace["small"]().eval()
     assert list(standalone.state_dict()) == list(reference.state_dict())
     standalone.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -120,29 +98,23 @@ def test_the_standalone_python_module_computes_the_same_and_reads_as_torchvision
 
 def test_the_small_vit_exports_to_onnx_and_agrees_in_onnxruntime(small_spec, tmp_path):
     pytest.importorskip("onnxruntime")
-    from netspec.backends.onnx import export
-
     graph, _, ours = small_pair(small_spec)
-    weights = tmp_path / "weights.pt"
-    torch.save(ours.state_dict(), weights)
-    report = export(graph, Sources(), tmp_path / "small.onnx", weights=weights)
-    assert report.ok, report.comparisons
-    assert [c.batch for c in report.comparisons] == [1, 3]
+    report = exported(graph, ours, tmp_path)
     assert {"Conv", "MatMul", "Softmax", "LayerNormalization", "Erf"} <= set(report.ops)
 
 
 # Each op against torch ------------------------------------------------------------------------------------------
 
-def test_tokens_are_the_positions_of_the_map_row_by_row(spec):
-    graph = netspec.load(spec("t: tokens()", "[5, 3, 4]"))
+def test_tokens_are_the_positions_of_the_map_row_by_row(layer_spec):
+    graph = netspec.load(layer_spec("t: tokens()", "[5, 3, 4]"))
     assert graph.node("t").shape == (12, 5) and graph.node("t").params == graph.node("t").macs == 0
     module = to_module(graph)
     x = torch.randn(2, 5, 3, 4)
     assert torch.equal(module(x), x.reshape(2, 5, 12).permute(0, 2, 1))
 
 
-def test_class_token_is_a_bare_parameter_put_in_front_of_every_sample(spec):
-    graph = netspec.load(spec("tokens() -> cls: class_token(init=0.5)", "[6, 2, 2]"))
+def test_class_token_is_a_bare_parameter_put_in_front_of_every_sample(layer_spec):
+    graph = netspec.load(layer_spec("tokens() -> cls: class_token(init=0.5)", "[6, 2, 2]"))
     node = graph.node("cls")
     assert (node.shape, node.params, node.macs) == ((5, 6), 6, 0)
     module = to_module(graph)
@@ -154,8 +126,8 @@ def test_class_token_is_a_bare_parameter_put_in_front_of_every_sample(spec):
     assert torch.equal(out[:, 1:], x.flatten(2).transpose(1, 2))
 
 
-def test_position_embedding_adds_a_parameter_per_position_drawn_as_torchvision_draws_it(spec):
-    graph = netspec.load(spec("tokens() -> pos: position_embedding()", "[32, 10, 10]"))
+def test_position_embedding_adds_a_parameter_per_position_drawn_as_torchvision_draws_it(layer_spec):
+    graph = netspec.load(layer_spec("tokens() -> pos: position_embedding()", "[32, 10, 10]"))
     node = graph.node("pos")
     assert (node.shape, node.params, node.macs) == ((100, 32), 3_200, 0)
     module = to_module(graph, seed=0)
@@ -169,8 +141,8 @@ def test_position_embedding_adds_a_parameter_per_position_drawn_as_torchvision_d
 
 @pytest.mark.parametrize("call, heads, bias", [("self_attention(4)", 4, True), ("self_attention(1)", 1, True),
                                                ("self_attention(8, bias=false)", 8, False)])
-def test_self_attention_is_nn_multihead_attention_with_its_state_dict(spec, call, heads, bias):
-    graph = netspec.load(spec(f"tokens() -> attn: {call}", "[16, 3, 5]"))
+def test_self_attention_is_nn_multihead_attention_with_its_state_dict(layer_spec, call, heads, bias):
+    graph = netspec.load(layer_spec(f"tokens() -> attn: {call}", "[16, 3, 5]"))
     node = graph.node("attn")
     n, d = 15, 16
     assert node.shape == (n, d)
@@ -188,25 +160,25 @@ def test_self_attention_is_nn_multihead_attention_with_its_state_dict(spec, call
         assert torch.equal(module(x), reference(tokens, tokens, tokens, need_weights=False)[0])
 
 
-def test_self_attention_macs_equal_the_flop_counters_projections_and_two_matrix_products(spec):
+def test_self_attention_macs_equal_the_flop_counters_projections_and_two_matrix_products(layer_spec):
     from torch.utils.flop_counter import FlopCounterMode
 
-    graph = netspec.load(spec("tokens() -> attn: self_attention(4, bias=false)", "[16, 3, 5]"))
+    graph = netspec.load(layer_spec("tokens() -> attn: self_attention(4, bias=false)", "[16, 3, 5]"))
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
         to_module(graph)(torch.empty(1, 16, 3, 5))
     assert counter.get_total_flops() == 2 * graph.node("attn").macs
 
 
-def test_token_takes_one_token_of_each_sample(spec):
+def test_token_takes_one_token_of_each_sample(layer_spec):
     x = torch.randn(2, 4, 2, 3)
     for call, index in [("token()", 0), ("token(2)", 2), ("token(-1)", 5)]:
-        graph = netspec.load(spec(f"tokens() -> {call}", "[4, 2, 3]"))
+        graph = netspec.load(layer_spec(f"tokens() -> {call}", "[4, 2, 3]"))
         assert graph.nodes[-1].shape == (4,) and graph.nodes[-1].params == graph.nodes[-1].macs == 0
         assert torch.equal(to_module(graph)(x), x.flatten(2).transpose(1, 2)[:, index])
 
 
-def test_layernorm_and_linear_work_token_by_token(spec):
-    graph = netspec.load(spec("tokens() -> norm: layernorm(eps=1e-6) -> fc: linear(7)", "[6, 2, 5]"))
+def test_layernorm_and_linear_work_token_by_token(layer_spec):
+    graph = netspec.load(layer_spec("tokens() -> norm: layernorm(eps=1e-6) -> fc: linear(7)", "[6, 2, 5]"))
     norm, fc = graph.node("norm"), graph.node("fc")
     assert (norm.shape, norm.params, norm.macs) == ((10, 6), 12, 12)
     assert (fc.shape, fc.params, fc.macs) == ((10, 7), 6 * 7 + 7, 6 * 7 * 10)  # weights x tokens, no bias
@@ -236,8 +208,8 @@ def test_layernorm_and_linear_work_token_by_token(spec):
      "tokens are numbered 0 to 3, or -4 to -1 from the end"),
     ("tokens() -> position_embedding(std=-1.0)", "[8, 2, 2]", "NS203", None, None),
 ])
-def test_mistakes_are_located_with_the_numbers(spec, body, shape, code, message, hint):
-    diagnostic = only_error(spec(f"y = x -> {body}", shape))
+def test_mistakes_are_located_with_the_numbers(layer_spec, body, shape, code, message, hint):
+    diagnostic = only_error(layer_spec(f"y = x -> {body}", shape))
     assert diagnostic.code == code and diagnostic.span.line == 3
     if message is not None:
         assert (diagnostic.message, diagnostic.hint) == (message, hint)

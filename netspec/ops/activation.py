@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, expect_rank, fail, register
-from netspec.ops.norm import divisors, expect_vector_or_map
+from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, expect_rank, fail, nearest_divisor, register
+from netspec.ops.norm import expect_vector_or_map
 
 
 class Activation(Op):
@@ -100,7 +100,7 @@ class Softmax(Activation):
         expect_vector_or_map("softmax with groups or radix", shape)
         channels = shape[0]
         if channels % args.groups:
-            nearest = min(divisors(channels), key=lambda d: (abs(d - args.groups), d))
+            nearest = nearest_divisor(channels, args.groups)
             raise fail("NS203", f"softmax groups={args.groups} must divide the {channels} channels of its input",
                        f"use a divisor of {channels}, e.g. groups={nearest}")
         if args.radix is not None:

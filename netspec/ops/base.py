@@ -151,6 +151,18 @@ def fail(code: str, message: str, hint: str | None = None) -> ShapeRuleError:
     return ShapeRuleError(code, message, hint)
 
 
+def divisors(n: int) -> list[int]:
+    from math import isqrt
+
+    small = [d for d in range(1, isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in small]
+
+
+def nearest_divisor(n: int, wanted: int) -> int:
+    """The divisor of `n` closest to `wanted` (the smaller of two as close), for a hint."""
+    return min(divisors(n), key=lambda d: (abs(d - wanted), d))
+
+
 def fmt(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 

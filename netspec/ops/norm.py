@@ -3,11 +3,10 @@ ConvNeXt's layer scale and stochastic depth."""
 
 from __future__ import annotations
 
-from math import isqrt
 from typing import Literal
 
 from netspec.ops.base import (Op, OpArgs, PositiveInt, Probability, Shape, TorchLayer, TorchParameter, expect_rank,
-                              fail, fmt, register)
+                              fail, fmt, nearest_divisor, register)
 
 
 def expect_vector_or_map(op: str, shape: Shape) -> None:
@@ -101,9 +100,6 @@ def normalised(shape: Shape) -> int:
     return shape[-1] if len(shape) == 2 else shape[0]
 
 
-def divisors(n: int) -> list[int]:
-    small = [d for d in range(1, isqrt(n) + 1) if n % d == 0]
-    return small + [n // d for d in small]
 
 
 class GroupNormArgs(OpArgs):
@@ -123,7 +119,7 @@ class GroupNorm(Op):
         expect_vector_or_map(self.name, inputs[0])
         channels = inputs[0][0]
         if channels % args.groups:
-            nearest = min(divisors(channels), key=lambda d: (abs(d - args.groups), d))
+            nearest = nearest_divisor(channels, args.groups)
             raise fail("NS203", f"groups={args.groups} must divide the {channels} channels of its input",
                        f"use a divisor of {channels}, e.g. groupnorm({nearest})")
         return inputs[0]

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, fail, fmt, register
-from netspec.ops.norm import divisors
+from netspec.ops.base import Op, OpArgs, PositiveInt, TorchLayer, divisors, fail, fmt, nearest_divisor, register
 
 
 class PartitionAttentionArgs(OpArgs):
@@ -37,7 +36,7 @@ class PartitionAttention(Op):
         grid = ', partition="grid"' if args.partition == "grid" else ""
         call = f"partition_attention({args.size}, {args.head_dim}{grid})"
         if channels % args.head_dim:
-            nearest = min(divisors(channels), key=lambda d: (abs(d - args.head_dim), d))
+            nearest = nearest_divisor(channels, args.head_dim)
             raise fail("NS203", f"{call} splits the {channels} channels into heads of {args.head_dim}, but "
                                 f"{args.head_dim} does not divide {channels}",
                        f"use a head_dim that divides {channels}, e.g. {nearest}")

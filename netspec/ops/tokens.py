@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, Strict
 
 from netspec.ops.base import (Op, OpArgs, PositiveInt, Probability, Shape, TorchLayer, TorchParameter, fail, fmt,
-                              register)
+                              nearest_divisor, register)
 
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -109,8 +109,7 @@ class SelfAttention(Op):
         expect_tokens(self.name, inputs[0])
         d = inputs[0][1]
         if d % args.heads:
-            fitting = [h for h in range(1, d + 1) if d % h == 0]
-            nearest = min(fitting, key=lambda h: (abs(h - args.heads), h))
+            nearest = nearest_divisor(d, args.heads)
             raise fail("NS203", f"self_attention({args.heads}) shares each token's {d} numbers among {args.heads} "
                                 f"heads, but {args.heads} does not divide {d}",
                        f"use a number of heads that divides {d}, e.g. self_attention({nearest})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from netspec.ops.base import (NonNegativePair, Op, OpArgs, PositiveInt, PositivePair, Probability, TorchLayer, fail,
-                              fmt, register)
+                              fmt, nearest_divisor, register)
 
 # Swin v2's continuous position bias: an MLP with this many hidden units maps each relative offset to one bias per
 # head (torchvision's cpb_mlp: Linear(2, 512) -> ReLU -> Linear(512, heads, bias=False)).
@@ -67,8 +67,7 @@ class WindowAttention(Op):
             raise fail("NS203", f"window_attention's shift {sh}x{sw} is not smaller than its {wh}x{ww} window",
                        f"shift by less than the window: half of it, shift={[wh // 2, ww // 2]}, as Swin does")
         if c % args.heads:
-            fitting = [k for k in range(1, c + 1) if c % k == 0]
-            nearest = min(fitting, key=lambda k: (abs(k - args.heads), k))
+            nearest = nearest_divisor(c, args.heads)
             raise fail("NS203", f"window_attention({args.heads}) shares each position's {c} channels among "
                                 f"{args.heads} heads, but {args.heads} does not divide {c}",
                        f"use a number of heads that divides {c}, e.g. window_attention({nearest}, ...)")
