@@ -8,8 +8,8 @@ imported specs are against the hand-written ones in specs/torchvision/.
     python bench/import_zoo.py --families      # each file's builders imported into one file, lines against it
 
 GoogLeNet's and Inception-v3's auxiliary classifiers run only while training: they are traced in training mode
-and become auxiliary outputs (docs/import.md). tests/test_import.py runs one member of each family; this script
-runs all of them.
+and become auxiliary outputs (docs/import.md). tests/test_import.py imports all 68 on the meta device too; this
+script also compares their outputs and imports their ONNX exports.
 """
 
 from __future__ import annotations
