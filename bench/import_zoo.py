@@ -181,8 +181,8 @@ def main() -> int:
         if hand is not None:
             families[hand] = max(families.get(hand, 0), lines)
             per_network.append(lines / spec_lines(hand))
-        print(f"ok   {name:22} {lines:4} lines {blocks:3} blocks  {time.perf_counter() - start:5.1f}s{extra}",
-              flush=True)
+        counted = f"{blocks:3} block{'' if blocks == 1 else 's'}"
+        print(f"ok   {name:22} {lines:4} lines {counted:10} {time.perf_counter() - start:5.1f}s{extra}", flush=True)
         if options.show:
             print(text)
     exact = len(names) - len(failures)

@@ -443,10 +443,33 @@ def read(path: str | Path):
     except Exception as err:  # onnx's parser reports a damaged file with several exception types
         raise ImportFailed(f"{path} is not an ONNX model ({type(err).__name__}: {err})") from None
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # sizes computed in the graph too
+        inferred = inferred_shapes(model)
     except Exception as err:
         raise ImportFailed(f"onnx cannot infer the shapes of {path}: {err}") from None
     return with_run_shapes(inferred)
+
+
+def inferred_shapes(model):
+    """onnx's shape inference, with data propagation (sizes computed in the graph too), run with the bytes of the
+    large initialisers set aside: inference serialises the model, which protobuf refuses past 2 GiB (RegNet-Y-128GF's
+    export), and reads only their shapes; the small ones, shape arithmetic's constants among them, stay."""
+    import onnx
+
+    kept = {}
+    for tensor in model.graph.initializer:
+        if len(tensor.raw_data) > 1 << 20:
+            kept[tensor.name] = tensor.raw_data
+            tensor.raw_data = b""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    finally:
+        for tensor in model.graph.initializer:
+            if tensor.name in kept:
+                tensor.raw_data = kept[tensor.name]
+    for tensor in inferred.graph.initializer:
+        if tensor.name in kept:
+            tensor.raw_data = kept[tensor.name]
+    return inferred
 
 
 def with_run_shapes(model):
