@@ -55,7 +55,8 @@ def test_the_cnns_are_torchvisions_68():
 def test_every_torchvision_cnn_imports_with_its_state_dict_and_parameters(name, tmp_path):
     size = 299 if name == "inception_v3" else 224
     original = builder_on_meta(name)
-    imported = import_module(original, (3, size, size), name)
+    # the importer's own verification (check=True) is what this test does against the original: once is enough
+    imported = import_module(original, (3, size, size), name, check=False)
     graph, module = spec_module(imported.text, tmp_path, "meta")
     assert keys_and_shapes(module) == keys_and_shapes(original)
     assert sum(n.params for n in graph.nodes) == sum(p.numel() for p in original.parameters())

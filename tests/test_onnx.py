@@ -15,10 +15,10 @@ from netspec.backends.onnx import ExportError, export  # noqa: E402
 from netspec.backends.torch import WeightsError  # noqa: E402
 from netspec.cli import main  # noqa: E402
 
-# One spec per layout: VGG-16/19 and ResNet-34/101 repeat VGG-11's and ResNet-50/152's layers (and cost a
-# 130-550 MB export each), and VGG-11-BN is VGG-11's with the batch norms every ResNet here exports (13 s more);
-# the zoo (tests/test_zoo.py) exports one member of every other family.
-SPECS = ["lenet5", "lenet", "alexnet", "vgg11", "nin", "googlenet", "resnet18", "resnet50", "resnet152",
+# One spec per layout: the VGGs repeat AlexNet's layers (convolutions, max pooling, dropout and linear layers;
+# VGG-11-BN adds the batch norms every ResNet here exports) and ResNet-34/101/152 ResNet-18's and ResNet-50's, at a
+# 130-550 MB export (7-14 s) each; the zoo (tests/test_zoo.py) exports one member of every other family.
+SPECS = ["lenet5", "lenet", "alexnet", "nin", "googlenet", "resnet18", "resnet50",
          "capsnet", "vgg_mnist", "resnet18_mnist", "ensemble_vgg_resnet", "ensemble_vgg_capsnet"]
 
 
