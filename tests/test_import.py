@@ -63,6 +63,23 @@ def test_every_torchvision_cnn_imports_with_its_state_dict_and_parameters(name, 
     assert graph.input_shape == (3, size, size)
 
 
+def test_a_module_named_as_a_keyword_of_the_language_gets_a_quoted_label(tmp_path):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register = nn.Conv2d(3, 4, 3)  # `register` and `train` begin statements in a spec
+            self.train_ = nn.ReLU()
+
+        def forward(self, x):
+            return self.train_(self.register(x))
+
+    original = Net()
+    imported = import_module(original, (3, 8, 8), "Net")
+    assert '  "register": conv(4, kernel=3) -> train_: relu()' in imported.text.splitlines()
+    _, module = spec_module(imported.text, tmp_path)
+    assert keys_and_shapes(module) == keys_and_shapes(original)
+
+
 def test_resnet50_reads_like_the_hand_written_resnet(tmp_path):
     imported = import_module(builder_on_meta("resnet50"), (3, 224, 224), "resnet50")
     lines = imported.text.splitlines()

@@ -5,22 +5,24 @@ block's input channels is read from `input x: [cin, h, w]` instead."""
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from netspec.importer.mapping import Ref, is_default
 from netspec.importer.structure import Item, Scope, Traced, body_of, show_labels, with_projections
+from netspec.language.evaluate import show
+from netspec.language.parse import keywords
 from netspec.ops import OPS
 
 MISSING = object()
 LINE = 100  # a chain longer than this goes on in a new statement
 SHORT_KEYS = {"out_channels": "out", "out_features": "out", "output_size": "size"}
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-KEYWORDS = {"network", "block", "input", "output", "let", "export", "for", "in", "if", "else", "and", "or", "not",
-            "true", "false", "none", "import", "recipe", "x", "cin", "h", "w"}
+# Names a label or parameter cannot be written as: the grammar's words, `none`, and the names the writer uses itself
+KEYWORDS = keywords() | {"none", "recipe", "x", "cin", "h", "w"}
 
 
 @dataclass
@@ -39,17 +41,8 @@ class Block:
 
 
 def literal(value) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(literal(v) for v in value) + "]"
-    return repr(value)
+    """A value as a spec writes it, whole (the evaluator's `show`, without its cut)."""
+    return show(value, limit=sys.maxsize)
 
 
 def is_slot(value) -> bool:
@@ -279,7 +272,7 @@ def representative(members: list[tuple[Scope, list[Item]]]) -> list[Item]:
 def label_text(label: str | None) -> str:
     if label is None:
         return ""
-    return f"{label}: " if IDENTIFIER.match(label) and label not in KEYWORDS else f"{json.dumps(label)}: "
+    return f"{label}: " if IDENTIFIER.match(label) and label not in KEYWORDS else f"{literal(label)}: "
 
 
 class BodyWriter:

@@ -471,8 +471,6 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
 
 _PIECE_LINES = 32  # a body's statements are parsed in runs of about this many lines
 _PIECES_FROM_CHARS = 16 * 1024  # smaller texts are parsed whole: milliseconds
-_KEYWORDS = frozenset({"and", "block", "else", "export", "false", "for", "if", "import", "in", "input", "let",
-                       "network", "not", "or", "output", "register", "train", "true"})
 _STATEMENT_KEYWORDS = frozenset({"block", "export", "for", "input", "let", "output", "register"})  # `block:` is a label
 _ITEM_START = re.compile(r"(?:import|let|block|network|train)\b")
 _FIRST_WORD = re.compile(r'[ \t]*(?:(")|([A-Za-z_][A-Za-z0-9_]*))')
@@ -514,12 +512,19 @@ def _cut_before(line: str, run: int, piece_lines: int) -> bool:
     return run >= 4 * piece_lines or int.from_bytes(digest, "little") % piece_lines == 0
 
 
+@lru_cache(maxsize=1)
+def keywords() -> frozenset[str]:
+    """The grammar's reserved words (its literal terminals that are words)."""
+    return frozenset(t.pattern.value for t in parser().terminals
+                     if isinstance(t.pattern, PatternStr) and t.pattern.value.isidentifier())
+
+
 def _starts_statement(line: str) -> bool:
     match = _FIRST_WORD.match(line)
     if match is None:
         return False
     word = match.group(2)
-    return match.group(1) is not None or word not in _KEYWORDS or word in _STATEMENT_KEYWORDS
+    return match.group(1) is not None or word not in keywords() or word in _STATEMENT_KEYWORDS
 
 
 def _moved(value, lines: int):

@@ -227,7 +227,7 @@ class Lowering:
     def _run_body(self, body: list[ast.Stmt], frame: Frame, current, owner: ast.Block | None,
                   loop: bool = False) -> Any:
         inputs = leading_inputs(body)
-        registers: list[ast.Register] = []
+        register: ast.Register | None = None
         for position, stmt in enumerate(body):
             if isinstance(stmt, ast.Input):
                 if position >= inputs or owner is None:
@@ -253,15 +253,15 @@ class Lowering:
                 if loop:
                     self.error("NS203", "`register` belongs in a block's, network's or group's body, not in a for "
                                         "loop", stmt.span, "write it once, after the loop, in the body around it")
-                elif registers:
+                elif register is not None:
                     self.error("NS203", "a body has one `register` statement", stmt.span,
-                               f"list every label in the first one (line {registers[0].span.line})")
+                               f"list every label in the first one (line {register.span.line})")
                 else:
-                    registers.append(stmt)
+                    register = stmt
             else:
                 current = self._run_chain(stmt, frame, current)
-        for stmt in registers:  # at the end: it may name labels made after it
-            self._register(stmt, frame, body)
+        if register is not None:  # at the end: it may name labels made after it
+            self._register(register, frame, body)
         if current is _NO_INPUT and not loop:
             return _POISON
         return current

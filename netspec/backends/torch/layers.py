@@ -523,6 +523,14 @@ class Token(nn.Module):
 
 # MaxViT
 
+def relative_position_index(rows, cols):
+    """For each pair of positions (i, j) of a rows x cols window, row by row, the row of the relative position bias
+    table for the offset from j to i: (dy + rows - 1) * (2 cols - 1) + (dx + cols - 1); [N, N]. MaxViT's and Swin's."""
+    coords = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")).flatten(1)
+    offsets = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    return (offsets[:, :, 0] + rows - 1) * (2 * cols - 1) + offsets[:, :, 1] + cols - 1
+
+
 class PartitionAttention(nn.Module):
     """MaxViT's attention within partitions of a [B, C, H, W] map, torchvision's RelativePositionalMultiHeadAttention
     between its WindowPartition and WindowDepartition, with the same state_dict (relative_position_bias_table,
@@ -538,15 +546,7 @@ class PartitionAttention(nn.Module):
         self.merge = nn.Linear(channels, channels)
         self.relative_position_bias_table = nn.Parameter(torch.empty((2 * size - 1) ** 2, self.heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer("relative_position_index", self.relative_position_index_of(size))
-
-    @staticmethod
-    def relative_position_index_of(size):
-        """For each pair of positions (i, j) of a size x size partition, row by row, the row of the bias table
-        for the offset from j to i: (dy + size - 1) * (2 size - 1) + (dx + size - 1)."""
-        coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
-        offsets = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (size - 1)
-        return offsets[:, :, 0] * (2 * size - 1) + offsets[:, :, 1]
+        self.register_buffer("relative_position_index", relative_position_index(size, size))
 
     def attend(self, x):
         """Multi-head attention within each partition: [B, G, P, C] -> [B, G, P, C]."""
@@ -593,7 +593,8 @@ class ShiftedWindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         self.define_relative_position_bias_table()
-        self.define_relative_position_index()
+        # torchvision keeps Swin's flattened, MaxViT's not
+        self.register_buffer("relative_position_index", relative_position_index(*window_size).flatten())
         self.register_buffer("attention_mask", self.shifted_windows_mask(), persistent=False)
         for linear in self.modules():  # torchvision's SwinTransformer starts every nn.Linear so
             if isinstance(linear, nn.Linear):
@@ -605,14 +606,6 @@ class ShiftedWindowAttention(nn.Module):
         offsets = (2 * self.window_size[0] - 1) * (2 * self.window_size[1] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(offsets, self.num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def define_relative_position_index(self):
-        """For each pair of a window's positions, the row of the bias table of their offset (dy, dx)."""
-        rows, cols = self.window_size
-        coords = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")).flatten(1)
-        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # N, N, 2
-        index = (relative[:, :, 0] + rows - 1) * (2 * cols - 1) + relative[:, :, 1] + cols - 1
-        self.register_buffer("relative_position_index", index.flatten())
 
     def shifted_windows_mask(self):
         """-100 between positions of a window that the roll brought together from different regions, else 0
